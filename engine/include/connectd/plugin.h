@@ -1,0 +1,275 @@
+/*
+ * connectd plugin ABI — the only header a plugin includes.
+ *
+ * A plugin is a shared object that exports one symbol, CD_PLUGIN_ENTRY_SYMBOL
+ * ("connectd_plugin_entry"), a function returning a pointer to a static,
+ * versioned descriptor (cd_plugin_desc).  The engine checks the descriptor's
+ * ABI major version and struct size before it reads anything else, and
+ * refuses a module built for another major version by name.
+ *
+ * Everything a plugin needs from the engine (the event loop, logging,
+ * configuration values, metrics, record acknowledgement, the Kafka producer)
+ * reaches it through a table of function pointers, cd_host, handed to init().
+ * The engine exports no symbols to plugins, so a test can hand a plugin a
+ * host of its own.  Newer host functions are appended at the end of cd_host;
+ * a plugin feature-tests one by checking host->struct_size (CD_HOST_HAS) and
+ * that the pointer is not NULL.
+ *
+ * Conventions (from libuv and librdkafka):
+ *   - Synchronous failures return a negative int and write a message into a
+ *     caller-supplied errbuf.
+ *   - A function that takes a callback either returns an error and never
+ *     calls it, or returns 0 and calls it exactly once.
+ *   - A plugin never blocks the loop and never calls exit().
+ */
+#ifndef CONNECTD_PLUGIN_H
+#define CONNECTD_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ABI version: major in the high 16 bits, minor in the low 16 bits.  A
+ * minor bump only appends fields/functions; a major bump breaks layout. */
+#define CD_ABI_VERSION_MAJOR 1
+#define CD_ABI_VERSION_MINOR 0
+#define CD_ABI_VERSION ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
+#define CD_ABI_MAJOR(v) ((uint32_t)(v) >> 16)
+
+#define CD_PLUGIN_ENTRY_SYMBOL "connectd_plugin_entry"
+
+#if defined(__GNUC__)
+#define CD_EXPORT __attribute__((visibility("default")))
+#define CD_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CD_EXPORT
+#define CD_PRINTF(f, a)
+#endif
+
+/* Declares the plugin's entry point; use once per plugin:
+ *   CD_PLUGIN_DEFINE(&file_plugin_desc)  */
+#define CD_PLUGIN_DEFINE(desc_ptr)                                                                 \
+    CD_EXPORT const cd_plugin_desc *connectd_plugin_entry(void);                                   \
+    CD_EXPORT const cd_plugin_desc *connectd_plugin_entry(void) { return (desc_ptr); }
+
+/* Errors are negative ints. */
+enum {
+    CD_OK = 0,
+    CD_ERR_INVALID = -22, /* bad argument or configuration (EINVAL) */
+    CD_ERR_NOMEM = -12,
+    CD_ERR_IO = -5,
+    CD_ERR_BUSY = -16,
+    CD_ERR_UNSUPPORTED = -95,
+};
+
+typedef enum cd_log_level {
+    CD_LOG_ERROR = 0,
+    CD_LOG_WARN = 1,
+    CD_LOG_INFO = 2,
+    CD_LOG_DEBUG = 3,
+} cd_log_level;
+
+/* ---------------------------------------------------------------- config map
+ * Each plugin declares its options in a table terminated by {0}.  The engine
+ * validates a pipeline file's sink/source object against it (unknown keys,
+ * types, bounds, enums, required options), fills defaults, and prints the
+ * table in `connectd plugins`.  The keys every sink takes (plugin, name, when,
+ * retry) are handled by the engine and must not appear in the table. */
+typedef enum cd_opt_type {
+    CD_OPT_STRING = 1, /* JSON string (after ${ENV} expansion) */
+    CD_OPT_INT,        /* JSON integer; bounds min/max when has_bounds */
+    CD_OPT_DOUBLE,     /* JSON number; bounds min/max when has_bounds */
+    CD_OPT_BOOL,       /* JSON true/false */
+    CD_OPT_ENUM,       /* JSON string, one of enum_values ("a|b|c") */
+    CD_OPT_STRING_LIST,/* JSON array of strings */
+    CD_OPT_JSON,       /* any JSON value (objects used as templates, maps) */
+} cd_opt_type;
+
+typedef struct cd_option {
+    const char *name;
+    cd_opt_type type;
+    const char *default_value; /* textual default, NULL = none (for JSON: JSON text) */
+    int required;              /* non-zero: must be present (a default makes no sense) */
+    int has_bounds;            /* INT/DOUBLE: min..max inclusive; STRING: length bounds */
+    double min, max;
+    const char *enum_values; /* CD_OPT_ENUM: "never|batch|always" */
+    const char *description; /* one line, shown by `connectd plugins` */
+} cd_option;
+
+/* A validated option set (opaque); read through cd_host's cfg_* functions. */
+typedef struct cd_config cd_config;
+
+/* ------------------------------------------------------------------ records */
+typedef enum cd_value_format {
+    CD_VALUE_JSON = 0, /* the engine checked the value is one valid JSON text */
+    CD_VALUE_RAW = 1,  /* arbitrary bytes */
+} cd_value_format;
+
+typedef struct cd_header {
+    const char *name;  /* NUL-terminated */
+    const void *value; /* NULL for a null header value */
+    size_t value_len;
+} cd_header;
+
+/* One consumed Kafka record.  Every pointer stays valid until the sink has
+ * reported the record's outcome (cd_host.record_done); copy what is needed
+ * longer. */
+typedef struct cd_record {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    int64_t timestamp_ms; /* -1 when the record has none */
+    const void *key;      /* NULL when the record has no key */
+    size_t key_len;
+    const void *value; /* NULL for a tombstone */
+    size_t value_len;
+    const cd_header *headers;
+    size_t header_count;
+    cd_value_format value_format;
+} cd_record;
+
+/* A batch handed to a sink's write().  Records of one partition appear in
+ * offset order.  The batch belongs to the engine; it stays valid until the
+ * outcome of its last record is reported. */
+typedef struct cd_batch {
+    size_t count;
+    const cd_record *records; /* count entries */
+    void *engine_private;     /* do not touch */
+} cd_batch;
+
+typedef enum cd_outcome {
+    CD_RECORD_OK = 0,    /* written; counts toward the committed offset */
+    CD_RECORD_RETRY = 1, /* transient failure: the engine backs off and retries */
+    CD_RECORD_FATAL = 2, /* permanent: dead-lettered or fails the pipeline */
+} cd_outcome;
+
+/* -------------------------------------------------------------- host table */
+typedef struct cd_instance cd_instance; /* one configured sink/source (opaque) */
+typedef struct cd_metric cd_metric;     /* a registered counter/gauge (opaque) */
+
+typedef enum cd_metric_type {
+    CD_METRIC_COUNTER = 0,
+    CD_METRIC_GAUGE = 1,
+} cd_metric_type;
+
+/* Completion of flush()/stop(): called exactly once, status 0 or negative. */
+typedef void (*cd_done_cb)(void *opaque, int status);
+
+/* Delivery report for cd_host.produce(): status 0 and the stored partition
+ * and offset once the broker acknowledged (acks=all), or a negative status
+ * and a message. */
+typedef void (*cd_produce_cb)(void *opaque, int status, const char *errmsg, int32_t partition,
+                              int64_t offset);
+
+typedef struct cd_host {
+    uint32_t abi_version; /* CD_ABI_VERSION of the engine */
+    uint32_t struct_size; /* sizeof(cd_host) of the engine */
+
+    /* The engine's event loop.  Everything a plugin does runs on it. */
+    uv_loop_t *(*loop)(const cd_instance *inst);
+
+    /* Logging, prefixed with pipeline and sink name. */
+    void (*log)(const cd_instance *inst, cd_log_level level, const char *fmt, ...) CD_PRINTF(3, 4);
+    int (*log_enabled)(const cd_instance *inst, cd_log_level level);
+    const char *(*pipeline_name)(const cd_instance *inst);
+    const char *(*instance_name)(const cd_instance *inst);
+
+    /* Validated configuration values (defaults applied).  NULL / 0 when the
+     * option is absent and has no default.  cfg_json returns compact JSON
+     * text owned by the config. */
+    const char *(*cfg_string)(const cd_config *cfg, const char *name);
+    int64_t (*cfg_int)(const cd_config *cfg, const char *name);
+    double (*cfg_double)(const cd_config *cfg, const char *name);
+    int (*cfg_bool)(const cd_config *cfg, const char *name);
+    int (*cfg_is_set)(const cd_config *cfg, const char *name);
+    size_t (*cfg_list_count)(const cd_config *cfg, const char *name);
+    const char *(*cfg_list_item)(const cd_config *cfg, const char *name, size_t i);
+    const char *(*cfg_json)(const cd_config *cfg, const char *name);
+
+    /* Metrics: registered once (in init or start), labelled with the
+     * pipeline and sink; the engine owns them and frees them with the
+     * instance. */
+    cd_metric *(*metric_register)(cd_instance *inst, cd_metric_type type, const char *name,
+                                  const char *help);
+    void (*metric_add)(cd_metric *m, double delta);
+    void (*metric_set)(cd_metric *m, double value);
+
+    /* Sinks: report the outcome of batch->records[index], exactly once per
+     * record.  retry_after_ms (>0) is a hint for RETRY (e.g. a 429's
+     * Retry-After); reason is copied (may be NULL for OK). */
+    void (*record_done)(cd_batch *batch, size_t index, cd_outcome outcome, int64_t retry_after_ms,
+                        const char *reason);
+
+    /* Sources: produce one record through the engine's idempotent producer
+     * (acks=all).  Key, value and headers are copied.  Returns 0 and calls cb
+     * exactly once from the loop with the delivery report, or returns
+     * negative (queue full: CD_ERR_BUSY) with errbuf filled and never calls
+     * cb. */
+    int (*produce)(cd_instance *inst, const char *topic, const void *key, size_t key_len,
+                   const void *value, size_t value_len, const cd_header *headers,
+                   size_t header_count, cd_produce_cb cb, void *opaque, char *errbuf,
+                   size_t errlen);
+} cd_host;
+
+/* True when the engine's host table carries member `field`. */
+#define CD_HOST_HAS(host, field)                                                                   \
+    ((host)->struct_size >= offsetof(cd_host, field) + sizeof((host)->field) && (host)->field)
+
+/* ------------------------------------------------------------------- sinks
+ * Lifecycle: init (parse config, no I/O) -> start (attach to the loop) ->
+ * write* / flush* -> stop (asynchronous) -> destroy (after stop completed,
+ * or after a failed init/start). */
+typedef struct cd_sink_ops {
+    /* Validates cfg and allocates the plugin's context into *ctx.  No I/O.
+     * Returns 0, or negative with errbuf naming the option and the reason. */
+    int (*init)(const cd_host *host, cd_instance *inst, const cd_config *cfg, void **ctx,
+                char *errbuf, size_t errlen);
+    int (*start)(void *ctx, char *errbuf, size_t errlen);
+    /* Takes a batch; reports every record through host->record_done, from
+     * this call or later from the loop.  Returns 0; a negative return means
+     * the batch was not taken (the engine retries it whole). */
+    int (*write)(void *ctx, cd_batch *batch);
+    /* Completes everything accepted so far, then calls cb.  May be NULL. */
+    int (*flush)(void *ctx, cd_done_cb cb, void *opaque);
+    /* Finishes in-flight writes, closes handles, then calls cb. */
+    int (*stop)(void *ctx, cd_done_cb cb, void *opaque);
+    void (*destroy)(void *ctx);
+} cd_sink_ops;
+
+/* ----------------------------------------------------------------- sources */
+typedef struct cd_source_ops {
+    int (*init)(const cd_host *host, cd_instance *inst, const cd_config *cfg, void **ctx,
+                char *errbuf, size_t errlen);
+    int (*start)(void *ctx, char *errbuf, size_t errlen);
+    void (*pause)(void *ctx);  /* stop taking input until resume */
+    void (*resume)(void *ctx);
+    int (*stop)(void *ctx, cd_done_cb cb, void *opaque);
+    void (*destroy)(void *ctx);
+} cd_source_ops;
+
+typedef enum cd_plugin_kind {
+    CD_PLUGIN_SINK = 1,
+    CD_PLUGIN_SOURCE = 2,
+} cd_plugin_kind;
+
+typedef struct cd_plugin_desc {
+    uint32_t abi_version; /* CD_ABI_VERSION the plugin was built with */
+    uint32_t struct_size; /* sizeof(cd_plugin_desc) the plugin was built with */
+    const char *name;     /* the name pipeline files use: "file", "dynamodb" */
+    const char *version;
+    const char *description;
+    cd_plugin_kind kind;
+    const cd_option *options;   /* terminated by an entry with name == NULL */
+    const cd_sink_ops *sink;     /* kind == CD_PLUGIN_SINK */
+    const cd_source_ops *source; /* kind == CD_PLUGIN_SOURCE */
+} cd_plugin_desc;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CONNECTD_PLUGIN_H */

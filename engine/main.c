@@ -1,0 +1,59 @@
+/*
+ * connectd: a Kafka Connect-style pipeline engine.
+ *   connectd run -c pipelines/connectd.json
+ *   connectd validate -c FILE
+ *   connectd plugins [-c FILE]
+ *   connectd broker [--brokers N] [--partitions N] [--topics a,b] [--bootstrap-file PATH]
+ *   connectd --version
+ */
+#include "cli.h"
+#include "engine.h"
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <string.h>
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: connectd run -c CONFIG\n"
+               "       connectd validate -c CONFIG\n"
+               "       connectd plugins [-c CONFIG]\n"
+               "       connectd broker [--brokers N] [--partitions N] [--topics a,b,...] "
+               "[--bootstrap-file PATH]\n"
+               "       connectd --version\n");
+    return f == stderr ? 2 : 0;
+}
+
+static const char *config_arg(int argc, char **argv) {
+    for (int i = 2; i + 1 < argc; i++)
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2)
+        return usage(stderr);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("connectd %s (plugin ABI %d.%d, librdkafka %s, libuv %s)\n", CONNECTD_VERSION,
+               CD_ABI_VERSION_MAJOR, CD_ABI_VERSION_MINOR, rd_kafka_version_str(),
+               uv_version_string());
+        return 0;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0)
+        return usage(stdout);
+    if (strcmp(cmd, "broker") == 0)
+        return cli_broker(argc - 2, argv + 2);
+    if (strcmp(cmd, "plugins") == 0)
+        return cli_plugins(config_arg(argc, argv));
+    const char *config = config_arg(argc, argv);
+    if (strcmp(cmd, "run") == 0 || strcmp(cmd, "validate") == 0) {
+        if (!config) {
+            fprintf(stderr, "connectd %s: -c CONFIG is required\n", cmd);
+            return 2;
+        }
+        return strcmp(cmd, "run") == 0 ? engine_run_main(config) : cli_validate(config);
+    }
+    fprintf(stderr, "connectd: unknown command \"%s\"\n", cmd);
+    return usage(stderr);
+}

@@ -1,0 +1,1312 @@
+/*
+ * Pipeline room: consumption, dispatch to sinks, per-record outcomes,
+ * offset watermarks, rebalances and draining.  Everything runs on the loop
+ * thread; librdkafka reaches us only through the consumer queue (see
+ * kafka.h), whose callbacks (rebalance, errors, commit results) are served
+ * while the queue is drained here.
+ */
+#include "pipeline.h"
+#include "condition.h"
+#include "log.h"
+#include "offsets.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#define PL_CONSUME_BATCH 512
+
+typedef struct pl_partition pl_partition;
+
+/* One consumed record, shared by every sink of the pipeline. */
+typedef struct pl_msg {
+    rd_kafka_message_t *rkm; /* owned: destroyed when the record leaves the window */
+    cd_record rec;           /* view into rkm */
+    cd_header *headers;      /* owned array; names/values point into rkm */
+    pl_partition *part;
+    uint64_t seq;
+    uint64_t done_mask; /* bit i: sink i is done with this record */
+    uint64_t arrived_ms;
+    size_t bytes;
+    json_t *doc;   /* parsed value, kept only when a sink has `when` */
+    char *error;   /* set when the record failed before any sink */
+} pl_msg;
+
+/* One sink's progress through one partition. */
+typedef struct pl_lane {
+    uint64_t next_seq; /* first record this sink has not been handed */
+    int inflight;      /* a batch is out */
+    int64_t attempts;  /* consecutive failed tries of the head record */
+    uint64_t first_failure_ms;
+    uint64_t retry_at_ms;
+    char *last_error;
+} pl_lane;
+
+struct pl_partition {
+    char *topic;
+    int32_t partition;
+    offset_window win;
+    pl_lane *lanes;
+    int64_t committed; /* last offset we committed (-1: none) */
+    size_t bytes;
+    int paused;       /* by backpressure */
+    int revoking;
+    size_t dlq_inflight;
+    pipeline *pl;
+    pl_partition *next;
+};
+
+/* A batch handed to a sink. */
+typedef struct pl_batch {
+    cd_batch b;
+    pipeline *pl;
+    pl_partition *part;
+    size_t sink;
+    pl_msg **msgs;
+    cd_record *recs;
+    cd_outcome *outcomes;
+    char **reasons;
+    int64_t retry_hint_ms;
+    size_t remaining;
+} pl_batch;
+
+typedef struct pl_sink {
+    cd_instance inst;
+    const plugin_conf *conf;
+    const cd_sink_ops *ops;
+    void *ctx;
+    int initialised, started, stopped;
+    cd_metric *m_records_out, *m_retries, *m_failed, *m_batches;
+} pl_sink;
+
+/* A dead-letter produce (or its retry). */
+typedef struct pl_dlq {
+    pipeline *pl;
+    pl_partition *part;
+    pl_msg *msg;
+    int sink; /* -1: failed before any sink */
+    char *reason;
+    int64_t attempts;
+    char cls[16];
+    int64_t tries;
+    uint64_t retry_at_ms;
+    struct pl_dlq *next;
+} pl_dlq;
+
+struct pipeline {
+    engine *eng;
+    const pipeline_conf *conf;
+    pipeline_state state;
+    char *fail_reason;
+    char listener[256];
+
+    /* sink pipelines */
+    pl_sink *sinks;
+    size_t sink_count;
+    uint64_t all_sinks_mask;
+    int needs_doc;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    kafka_queue_watch watch;
+    int watch_open;
+    pl_partition *parts;
+    pl_partition *orphans; /* revoked while a sink still held their records */
+    rd_kafka_topic_partition_list_t *revoke_list;
+    int revoke_cooperative;
+    uint64_t revoke_deadline_ms;
+    pl_dlq *dlq_waiting; /* dead-letter produces waiting for a retry */
+
+    uv_timer_t dispatch_timer;
+    uint64_t dispatch_due_ms;
+    uv_timer_t commit_timer;
+    int timers_open;
+    int stopping, flushing, forced;
+    size_t sinks_stopping;
+
+    /* source pipelines */
+    cd_instance source_inst;
+    void *source_ctx;
+    int source_started;
+
+    cd_metric *m_records_in, *m_dead_lettered, *m_commits, *m_state;
+    cd_instance pl_inst; /* owns the pipeline-level metrics */
+};
+
+static void pl_dispatch_all(pipeline *pl);
+static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si);
+static void pl_check_revoke(pipeline *pl);
+static void pl_check_drained(pipeline *pl);
+static void pl_schedule(pipeline *pl, uint64_t due_ms);
+
+const char *pipeline_state_name(pipeline_state s) {
+    static const char *names[] = {"STARTING", "RUNNING", "PAUSED",
+                                  "FAILED",   "DRAINING", "STOPPED"};
+    return names[s];
+}
+
+pipeline_state pipeline_get_state(const pipeline *pl) { return pl->state; }
+const char *pipeline_name(const pipeline *pl) { return pl->conf->name; }
+
+static void pl_set_state(pipeline *pl, pipeline_state s, const char *reason) {
+    if (pl->state == s)
+        return;
+    if (reason)
+        log_msg(s == PIPELINE_FAILED ? CD_LOG_ERROR : CD_LOG_INFO, pl->conf->name,
+                "state %s -> %s: %s", pipeline_state_name(pl->state), pipeline_state_name(s),
+                reason);
+    else
+        log_msg(CD_LOG_INFO, pl->conf->name, "state %s -> %s", pipeline_state_name(pl->state),
+                pipeline_state_name(s));
+    pl->state = s;
+    metrics_set(pl->m_state, (double)s);
+}
+
+int64_t pipeline_backoff_ms(const retry_policy *r, int64_t attempt, int64_t hint_ms,
+                            uint32_t random) {
+    int64_t cap = r->initial_ms;
+    for (int64_t i = 1; i < attempt && cap < r->max_ms; i++)
+        cap *= 2;
+    if (cap > r->max_ms)
+        cap = r->max_ms;
+    int64_t delay = (int64_t)((uint64_t)random % (uint64_t)(cap + 1));
+    if (hint_ms > delay)
+        delay = hint_ms > r->max_ms ? r->max_ms : hint_ms;
+    return delay;
+}
+
+/* ----------------------------------------------------------- partitions */
+static pl_partition *pl_partition_find(pipeline *pl, const char *topic, int32_t partition) {
+    for (pl_partition *p = pl->parts; p; p = p->next)
+        if (p->partition == partition && strcmp(p->topic, topic) == 0)
+            return p;
+    return NULL;
+}
+
+static pl_partition *pl_partition_add(pipeline *pl, const char *topic, int32_t partition) {
+    pl_partition *p = pl_partition_find(pl, topic, partition);
+    if (p)
+        return p;
+    p = calloc(1, sizeof(*p));
+    p->topic = strdup(topic);
+    p->partition = partition;
+    p->pl = pl;
+    p->committed = -1;
+    offset_window_init(&p->win);
+    p->lanes = calloc(pl->sink_count, sizeof(pl_lane));
+    p->next = pl->parts;
+    pl->parts = p;
+    return p;
+}
+
+static void pl_msg_free(void *data, void *opaque) {
+    pl_msg *m = data;
+    m->part->bytes -= m->bytes;
+    rd_kafka_message_destroy(m->rkm);
+    free(m->headers);
+    json_decref(m->doc);
+    free(m->error);
+    free(m);
+}
+
+static int pl_partition_busy(const pl_partition *p, size_t sink_count) {
+    if (p->dlq_inflight)
+        return 1;
+    for (size_t i = 0; i < sink_count; i++)
+        if (p->lanes[i].inflight)
+            return 1;
+    return 0;
+}
+
+static void pl_partition_free(pipeline *pl, pl_partition *p) {
+    offset_window_free(&p->win, pl_msg_free, NULL);
+    for (size_t i = 0; i < pl->sink_count; i++)
+        free(p->lanes[i].last_error);
+    free(p->lanes);
+    free(p->topic);
+    free(p);
+}
+
+/* Removes p from the active list; frees it now, or parks it as an orphan
+ * until the sinks holding its records have answered. */
+static void pl_partition_remove(pipeline *pl, pl_partition *p) {
+    for (pl_partition **pp = &pl->parts; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    /* Dead-letter produces waiting for a retry belong to the new owner now. */
+    for (pl_dlq **dp = &pl->dlq_waiting; *dp;) {
+        pl_dlq *d = *dp;
+        if (d->part == p) {
+            *dp = d->next;
+            p->dlq_inflight--;
+            free(d->reason);
+            free(d);
+        } else {
+            dp = &d->next;
+        }
+    }
+    if (pl_partition_busy(p, pl->sink_count)) {
+        p->revoking = 1;
+        p->next = pl->orphans;
+        pl->orphans = p;
+    } else {
+        pl_partition_free(pl, p);
+    }
+}
+
+static void pl_orphan_check(pipeline *pl, pl_partition *p) {
+    if (pl_partition_busy(p, pl->sink_count))
+        return;
+    for (pl_partition **pp = &pl->orphans; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            pl_partition_free(pl, p);
+            return;
+        }
+    }
+}
+
+static int pl_is_orphan(pipeline *pl, pl_partition *p) {
+    for (pl_partition *o = pl->orphans; o; o = o->next)
+        if (o == p)
+            return 1;
+    return 0;
+}
+
+static void pl_pause_partition(pipeline *pl, pl_partition *p, int pause) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+    if (pause)
+        rd_kafka_pause_partitions(pl->rk, l);
+    else
+        rd_kafka_resume_partitions(pl->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void pl_pause_all(pipeline *pl, int pause) {
+    if (!pl->rk)
+        return;
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(pl->rk, &l) == 0 && l) {
+        if (pause)
+            rd_kafka_pause_partitions(pl->rk, l);
+        else
+            rd_kafka_resume_partitions(pl->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+}
+
+/* Backpressure: pause a partition whose window is over the high mark,
+ * resume it under half. */
+static void pl_backpressure(pipeline *pl, pl_partition *p) {
+    int over = p->win.count >= (size_t)pl->conf->max_inflight_records ||
+               p->bytes >= (size_t)pl->conf->max_inflight_bytes;
+    int under = p->win.count <= (size_t)pl->conf->max_inflight_records / 2 &&
+                p->bytes <= (size_t)pl->conf->max_inflight_bytes / 2;
+    if (!p->paused && over) {
+        p->paused = 1;
+        if (pl->state == PIPELINE_RUNNING)
+            pl_pause_partition(pl, p, 1);
+        LOG_DEBUG("%s: %s[%d] paused: %zu records, %zu bytes in flight", pl->conf->name,
+                  p->topic, p->partition, p->win.count, p->bytes);
+    } else if (p->paused && under) {
+        p->paused = 0;
+        if (pl->state == PIPELINE_RUNNING)
+            pl_pause_partition(pl, p, 0);
+    }
+}
+
+/* ------------------------------------------------------------ commits */
+static void pl_commit(pipeline *pl, int revoking_only, int sync) {
+    if (!pl->rk)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (pl_partition *p = pl->parts; p; p = p->next) {
+        if (revoking_only && !p->revoking)
+            continue;
+        int64_t wm = offset_window_watermark(&p->win);
+        if (wm < 0 || wm <= p->committed)
+            continue;
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = wm;
+    }
+    if (l->cnt > 0) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(pl->rk, l, sync ? 0 : 1);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            log_msg(CD_LOG_WARN, pl->conf->name, "commit failed: %s", rd_kafka_err2str(err));
+        } else {
+            for (int i = 0; i < l->cnt; i++) {
+                pl_partition *p = pl_partition_find(pl, l->elems[i].topic, l->elems[i].partition);
+                if (p)
+                    p->committed = l->elems[i].offset;
+                LOG_DEBUG("%s: commit %s[%d]@%" PRId64, pl->conf->name, l->elems[i].topic,
+                          l->elems[i].partition, l->elems[i].offset);
+            }
+            metrics_add(pl->m_commits, 1);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void pl_offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+    pipeline *pl = opaque;
+    if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return;
+    log_msg(CD_LOG_WARN, pl->conf->name, "offset commit failed: %s (will retry)",
+            rd_kafka_err2str(err));
+    /* Forget what we thought was committed so the next tick sends it again. */
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        pl_partition *p = pl_partition_find(pl, offsets->elems[i].topic, offsets->elems[i].partition);
+        if (p)
+            p->committed = -1;
+    }
+}
+
+static void pl_commit_tick(uv_timer_t *t) {
+    pipeline *pl = container_of(t, pipeline, commit_timer);
+    pl_commit(pl, 0, 0);
+}
+
+/* ------------------------------------------------------------ outcomes */
+static void pl_msg_ack(pipeline *pl, pl_msg *m) {
+    pl_partition *p = m->part;
+    offset_window_ack(&p->win, m->seq, pl_msg_free, NULL);
+}
+
+/* Sink si is done with m (OK, filtered out, or dead-lettered). */
+static void pl_msg_sink_done(pipeline *pl, pl_msg *m, size_t si) {
+    uint64_t bit = (uint64_t)1 << si;
+    if (m->done_mask & bit)
+        return;
+    m->done_mask |= bit;
+    pl_msg_ack(pl, m);
+}
+
+static void pl_fail(pipeline *pl, const char *fmt, ...) CD_PRINTF(2, 3);
+static void pl_fail(pipeline *pl, const char *fmt, ...) {
+    if (pl->state == PIPELINE_FAILED)
+        return;
+    char reason[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    free(pl->fail_reason);
+    pl->fail_reason = strdup(reason);
+    pl_pause_all(pl, 1);
+    pl_set_state(pl, PIPELINE_FAILED, reason);
+}
+
+static void pl_dlq_send(pl_dlq *d);
+
+static void pl_dlq_done(void *opaque, int status, const char *errmsg, int32_t partition,
+                        int64_t offset) {
+    pl_dlq *d = opaque;
+    pipeline *pl = d->pl;
+    pl_partition *p = d->part;
+    if (status == 0) {
+        p->dlq_inflight--;
+        metrics_add(pl->m_dead_lettered, 1);
+        if (d->sink >= 0)
+            pl_msg_sink_done(pl, d->msg, (size_t)d->sink);
+        else
+            pl_msg_ack(pl, d->msg);
+        free(d->reason);
+        free(d);
+        if (pl_is_orphan(pl, p))
+            pl_orphan_check(pl, p);
+        else
+            pl_dispatch_all(pl);
+        pl_check_revoke(pl);
+        pl_check_drained(pl);
+        return;
+    }
+    /* The dead-letter topic could not be written: never drop, try again. */
+    d->tries++;
+    log_msg(CD_LOG_WARN, pl->conf->name,
+            "dead-letter produce to %s failed (%s); retrying, offset not committed",
+            pl->conf->dead_letter_topic, errmsg ? errmsg : "error");
+    if (pl->forced || pl_is_orphan(pl, p)) {
+        p->dlq_inflight--;
+        free(d->reason);
+        free(d);
+        if (pl_is_orphan(pl, p))
+            pl_orphan_check(pl, p);
+        pl_check_drained(pl);
+        return;
+    }
+    d->retry_at_ms = uv_now(pl->eng->loop) +
+                     (uint64_t)pipeline_backoff_ms(&pl->conf->retry, d->tries, 0, (uint32_t)rand());
+    d->next = pl->dlq_waiting;
+    pl->dlq_waiting = d;
+    pl_schedule(pl, d->retry_at_ms);
+}
+
+static rd_kafka_headers_t *pl_dlq_headers(pl_dlq *d) {
+    pipeline *pl = d->pl;
+    pl_msg *m = d->msg;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(m->rec.header_count + 9);
+    for (size_t i = 0; i < m->rec.header_count; i++)
+        rd_kafka_header_add(h, m->rec.headers[i].name, -1, m->rec.headers[i].value,
+                            (ssize_t)m->rec.headers[i].value_len);
+    char num[32];
+    rd_kafka_header_add(h, "connectd.error.pipeline", -1, pl->conf->name, -1);
+    rd_kafka_header_add(h, "connectd.error.sink", -1,
+                        d->sink >= 0 ? pl->sinks[d->sink].conf->name : "", -1);
+    rd_kafka_header_add(h, "connectd.error.class", -1, d->cls, -1);
+    rd_kafka_header_add(h, "connectd.error.message", -1, d->reason, -1);
+    snprintf(num, sizeof(num), "%" PRId64, d->attempts);
+    rd_kafka_header_add(h, "connectd.error.attempts", -1, num, -1);
+    rd_kafka_header_add(h, "connectd.error.topic", -1, m->rec.topic, -1);
+    snprintf(num, sizeof(num), "%" PRId32, m->rec.partition);
+    rd_kafka_header_add(h, "connectd.error.partition", -1, num, -1);
+    snprintf(num, sizeof(num), "%" PRId64, m->rec.offset);
+    rd_kafka_header_add(h, "connectd.error.offset", -1, num, -1);
+    snprintf(num, sizeof(num), "%" PRId64, m->rec.timestamp_ms);
+    rd_kafka_header_add(h, "connectd.error.timestamp", -1, num, -1);
+    return h;
+}
+
+static void pl_dlq_send(pl_dlq *d) {
+    pipeline *pl = d->pl;
+    char err[512];
+    kafka_producer *kp = engine_producer(pl->eng, err, sizeof(err));
+    int r = -1;
+    if (kp)
+        r = kafka_producer_send(kp, pl->conf->dead_letter_topic, RD_KAFKA_PARTITION_UA,
+                                d->msg->rec.key, d->msg->rec.key_len, d->msg->rec.value,
+                                d->msg->rec.value_len, pl_dlq_headers(d), pl_dlq_done, d, err,
+                                sizeof(err));
+    if (r < 0)
+        pl_dlq_done(d, r, err, -1, -1);
+}
+
+/* A record failed for good at sink si (-1: before any sink). */
+static void pl_record_failed(pipeline *pl, pl_msg *m, int si, const char *cls, const char *reason,
+                             int64_t attempts) {
+    const char *sink = si >= 0 ? pl->sinks[si].conf->name : "(engine)";
+    if (si >= 0)
+        metrics_add(pl->sinks[si].m_failed, 1);
+    if (pl->conf->tolerance == ERRORS_NONE) {
+        pl_fail(pl, "sink %s: record %s[%d]@%" PRId64 ": %s (errors.tolerance is none)", sink,
+                m->rec.topic, m->rec.partition, m->rec.offset, reason);
+        return;
+    }
+    if (pl->conf->errors_log)
+        log_msg(CD_LOG_WARN, pl->conf->name, "sink %s: record %s[%d]@%" PRId64 " failed: %s%s",
+                sink, m->rec.topic, m->rec.partition, m->rec.offset, reason,
+                pl->conf->dead_letter_topic ? ", dead-lettered" : ", skipped");
+    if (!pl->conf->dead_letter_topic) {
+        metrics_add(pl->m_dead_lettered, 1);
+        if (si >= 0)
+            pl_msg_sink_done(pl, m, (size_t)si);
+        else
+            pl_msg_ack(pl, m);
+        return;
+    }
+    pl_dlq *d = calloc(1, sizeof(*d));
+    d->pl = pl;
+    d->part = m->part;
+    d->msg = m;
+    d->sink = si;
+    d->reason = strdup(reason);
+    d->attempts = attempts;
+    snprintf(d->cls, sizeof(d->cls), "%s", cls);
+    m->part->dlq_inflight++;
+    pl_dlq_send(d);
+}
+
+static void pl_batch_free(pl_batch *b) {
+    for (size_t i = 0; i < b->b.count; i++)
+        free(b->reasons[i]);
+    free(b->msgs);
+    free(b->recs);
+    free(b->outcomes);
+    free(b->reasons);
+    free(b);
+}
+
+static void pl_batch_complete(pl_batch *b) {
+    pipeline *pl = b->pl;
+    pl_partition *p = b->part;
+    pl_lane *lane = &p->lanes[b->sink];
+    pl_sink *s = &pl->sinks[b->sink];
+    lane->inflight = 0;
+    if (pl_is_orphan(pl, p)) {
+        pl_batch_free(b);
+        pl_orphan_check(pl, p);
+        return;
+    }
+    uint64_t now = uv_now(pl->eng->loop);
+    size_t first_retry = b->b.count, ok = 0;
+    for (size_t i = 0; i < b->b.count; i++) {
+        if (b->outcomes[i] == CD_RECORD_OK) {
+            ok++;
+            pl_msg_sink_done(pl, b->msgs[i], b->sink);
+        } else if (b->outcomes[i] == CD_RECORD_FATAL) {
+            pl_record_failed(pl, b->msgs[i], (int)b->sink, "fatal",
+                             b->reasons[i] ? b->reasons[i] : "sink reported a fatal error",
+                             lane->attempts + 1);
+        } else if (first_retry == b->b.count) {
+            first_retry = i;
+        }
+    }
+    metrics_add(s->m_records_out, (double)ok);
+    if (first_retry < b->b.count) {
+        /* Rewind to the first record to retry; the OK ones after it are
+         * marked done and will be skipped, so nothing is written twice. */
+        const char *why = b->reasons[first_retry] ? b->reasons[first_retry] : "retry requested";
+        if (lane->attempts == 0)
+            lane->first_failure_ms = now;
+        lane->attempts++;
+        free(lane->last_error);
+        lane->last_error = strdup(why);
+        metrics_add(s->m_retries, 1);
+        const retry_policy *rp = &s->conf->retry;
+        if (lane->attempts >= rp->max_attempts ||
+            (int64_t)(now - lane->first_failure_ms) >= rp->max_elapsed_ms) {
+            char reason[1024];
+            snprintf(reason, sizeof(reason), "retries exhausted after %" PRId64 " attempts: %s",
+                     lane->attempts, why);
+            int64_t attempts = lane->attempts;
+            lane->attempts = 0;
+            for (size_t i = first_retry; i < b->b.count; i++)
+                if (b->outcomes[i] == CD_RECORD_RETRY)
+                    pl_record_failed(pl, b->msgs[i], (int)b->sink, "retriable", reason, attempts);
+        } else {
+            int64_t delay = pipeline_backoff_ms(rp, lane->attempts, b->retry_hint_ms,
+                                                (uint32_t)rand());
+            lane->next_seq = b->msgs[first_retry]->seq;
+            lane->retry_at_ms = now + (uint64_t)delay;
+            log_msg(CD_LOG_WARN, s->inst.prefix,
+                    "%s[%d]@%" PRId64 ": %s; retry %" PRId64 " in %" PRId64 " ms", p->topic,
+                    p->partition, b->msgs[first_retry]->rec.offset, why, lane->attempts, delay);
+            pl_schedule(pl, lane->retry_at_ms);
+        }
+    } else {
+        lane->attempts = 0;
+    }
+    pl_batch_free(b);
+    pl_backpressure(pl, p);
+    if (!pl->stopping)
+        pl_dispatch_lane(pl, p, (size_t)(s - pl->sinks));
+    pl_check_revoke(pl);
+    pl_check_drained(pl);
+}
+
+void pipeline_record_done(cd_batch *batch, size_t index, cd_outcome outcome,
+                          int64_t retry_after_ms, const char *reason) {
+    pl_batch *b = batch->engine_private;
+    if (index >= b->b.count || b->outcomes[index] != (cd_outcome)-1) {
+        log_msg(CD_LOG_ERROR, b->pl->sinks[b->sink].inst.prefix,
+                "record_done(%zu) reported twice or out of range; ignored", index);
+        return;
+    }
+    if (outcome != CD_RECORD_OK && outcome != CD_RECORD_RETRY && outcome != CD_RECORD_FATAL)
+        outcome = CD_RECORD_FATAL;
+    b->outcomes[index] = outcome;
+    if (reason && outcome != CD_RECORD_OK)
+        b->reasons[index] = strdup(reason);
+    if (outcome == CD_RECORD_RETRY && retry_after_ms > b->retry_hint_ms)
+        b->retry_hint_ms = retry_after_ms;
+    if (--b->remaining == 0)
+        pl_batch_complete(b);
+}
+
+/* ------------------------------------------------------------ dispatch */
+static void pl_timer_fire(uv_timer_t *t) {
+    pipeline *pl = container_of(t, pipeline, dispatch_timer);
+    pl->dispatch_due_ms = 0;
+    uint64_t now = uv_now(pl->eng->loop);
+    pl_dlq *ready = NULL;
+    for (pl_dlq **dp = &pl->dlq_waiting; *dp;) {
+        pl_dlq *d = *dp;
+        if (d->retry_at_ms <= now) {
+            *dp = d->next;
+            d->next = ready;
+            ready = d;
+        } else {
+            pl_schedule(pl, d->retry_at_ms);
+            dp = &d->next;
+        }
+    }
+    while (ready) {
+        pl_dlq *d = ready;
+        ready = d->next;
+        d->next = NULL;
+        pl_dlq_send(d);
+    }
+    pl_dispatch_all(pl);
+    pl_check_revoke(pl);
+}
+
+static void pl_schedule(pipeline *pl, uint64_t due_ms) {
+    if (!pl->timers_open)
+        return;
+    uint64_t now = uv_now(pl->eng->loop);
+    if (pl->dispatch_due_ms && pl->dispatch_due_ms <= due_ms)
+        return;
+    pl->dispatch_due_ms = due_ms;
+    uv_timer_start(&pl->dispatch_timer, pl_timer_fire, due_ms > now ? due_ms - now : 0, 0);
+}
+
+static int pl_when_matches(pipeline *pl, const pl_sink *s, pl_msg *m) {
+    if (!s->conf->when)
+        return 1;
+    return condition_eval(s->conf->when, m->doc);
+}
+
+static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
+    pl_lane *lane = &p->lanes[si];
+    pl_sink *s = &pl->sinks[si];
+    if (lane->inflight || p->revoking || pl->state == PIPELINE_FAILED || pl->forced ||
+        (pl->stopping && !pl->flushing))
+        return;
+    uint64_t now = uv_now(pl->eng->loop);
+    if (lane->retry_at_ms > now) {
+        pl_schedule(pl, lane->retry_at_ms);
+        return;
+    }
+    uint64_t bit = (uint64_t)1 << si;
+    const batch_policy *bp = &pl->conf->batch;
+    /* Pass 1: skip what this sink is done with (conditions are applied here:
+     * a record its `when` rejects is done for this sink) and size the batch. */
+    size_t count = 0, bytes = 0;
+    uint64_t first = UINT64_MAX, last = 0, oldest = 0;
+    uint64_t seq = lane->next_seq > p->win.base_seq ? lane->next_seq : p->win.base_seq;
+    for (; seq < offset_window_end(&p->win) && count < (size_t)bp->max_records; seq++) {
+        offset_entry *e = offset_window_get(&p->win, seq);
+        if (!e)
+            continue;
+        pl_msg *m = e->data;
+        if (m->done_mask & bit)
+            continue;
+        if (!pl_when_matches(pl, s, m)) {
+            pl_msg_sink_done(pl, m, si); /* may release m */
+            continue;
+        }
+        if (count > 0 && bytes + m->bytes > (size_t)bp->max_bytes)
+            break;
+        if (first == UINT64_MAX) {
+            first = seq;
+            oldest = m->arrived_ms;
+        }
+        last = seq;
+        count++;
+        bytes += m->bytes;
+    }
+    if (count == 0) {
+        lane->next_seq = seq;
+        return;
+    }
+    lane->next_seq = first;
+    int full = count >= (size_t)bp->max_records || bytes >= (size_t)bp->max_bytes ||
+               seq < offset_window_end(&p->win);
+    if (!full && !pl->flushing && now < oldest + (uint64_t)bp->linger_ms) {
+        pl_schedule(pl, oldest + (uint64_t)bp->linger_ms);
+        return;
+    }
+    /* Pass 2: build the batch over [first, last]. */
+    pl_batch *b = calloc(1, sizeof(*b));
+    b->pl = pl;
+    b->part = p;
+    b->sink = si;
+    b->msgs = malloc(count * sizeof(*b->msgs));
+    b->recs = malloc(count * sizeof(*b->recs));
+    b->outcomes = malloc(count * sizeof(*b->outcomes));
+    b->reasons = calloc(count, sizeof(*b->reasons));
+    size_t n = 0;
+    for (uint64_t q = first; q <= last && n < count; q++) {
+        offset_entry *e = offset_window_get(&p->win, q);
+        if (!e)
+            continue;
+        pl_msg *m = e->data;
+        if (m->done_mask & bit)
+            continue;
+        b->msgs[n] = m;
+        b->recs[n] = m->rec;
+        b->outcomes[n] = (cd_outcome)-1;
+        n++;
+    }
+    b->b.count = n;
+    b->b.records = b->recs;
+    b->b.engine_private = b;
+    b->remaining = n;
+    lane->next_seq = last + 1;
+    lane->inflight = 1;
+    metrics_add(s->m_batches, 1);
+    int r = s->ops->write(s->ctx, &b->b);
+    if (r < 0) {
+        /* Not taken: retry the whole batch later. */
+        lane->inflight = 0;
+        lane->next_seq = first;
+        lane->attempts++;
+        lane->retry_at_ms =
+            now + (uint64_t)pipeline_backoff_ms(&s->conf->retry, lane->attempts, 0, (uint32_t)rand());
+        log_msg(CD_LOG_WARN, s->inst.prefix, "write refused the batch (%d); retrying", r);
+        pl_batch_free(b);
+        pl_schedule(pl, lane->retry_at_ms);
+    }
+}
+
+static void pl_dispatch_all(pipeline *pl) {
+    for (pl_partition *p = pl->parts; p; p = p->next)
+        for (size_t i = 0; i < pl->sink_count; i++)
+            pl_dispatch_lane(pl, p, i);
+}
+
+/* ------------------------------------------------------------- intake */
+static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
+    if (rkm->err) {
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(rkm);
+            return;
+        }
+        const char *errstr = rd_kafka_message_errstr(rkm);
+        if (rkm->err == RD_KAFKA_RESP_ERR__AUTHENTICATION)
+            engine_fatal(pl->eng, "%s: Kafka authentication failed on %s: %s", pl->conf->name,
+                         pl->listener, errstr);
+        else
+            log_msg(CD_LOG_WARN, pl->conf->name, "consumer: %s: %s",
+                    rd_kafka_err2name(rkm->err), errstr);
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    const char *topic = rd_kafka_topic_name(rkm->rkt);
+    pl_partition *p = pl_partition_find(pl, topic, rkm->partition);
+    if (!p || p->revoking || pl->stopping) {
+        /* Not ours (any more): the next owner reads it from the committed
+         * offset. */
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    pl_msg *m = calloc(1, sizeof(*m));
+    m->rkm = rkm;
+    m->part = p;
+    m->arrived_ms = uv_now(pl->eng->loop);
+    m->bytes = rkm->len + rkm->key_len + sizeof(*m);
+    cd_record *r = &m->rec;
+    r->topic = topic;
+    r->partition = rkm->partition;
+    r->offset = rkm->offset;
+    r->timestamp_ms = rd_kafka_message_timestamp(rkm, NULL);
+    r->key = rkm->key;
+    r->key_len = rkm->key_len;
+    r->value = rkm->payload;
+    r->value_len = rkm->len;
+    r->value_format = pl->conf->value_format;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(rkm, &hdrs) == 0 && hdrs) {
+        size_t n = rd_kafka_header_cnt(hdrs);
+        m->headers = calloc(n ? n : 1, sizeof(cd_header));
+        const char *name;
+        const void *val;
+        size_t len;
+        for (size_t i = 0; i < n && rd_kafka_header_get_all(hdrs, i, &name, &val, &len) == 0; i++) {
+            m->headers[i].name = name;
+            m->headers[i].value = val;
+            m->headers[i].value_len = len;
+            m->bytes += strlen(name) + len;
+            r->header_count++;
+        }
+        r->headers = m->headers;
+    }
+    if (pl->conf->value_format == CD_VALUE_JSON && rkm->payload) {
+        json_error_t jerr;
+        json_t *doc = json_loadb(rkm->payload, rkm->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+        if (!doc) {
+            if (asprintf(&m->error, "value is not JSON: %s at byte %d", jerr.text, jerr.position) < 0)
+                m->error = NULL;
+        } else if (pl->needs_doc) {
+            m->doc = doc;
+        } else {
+            json_decref(doc);
+        }
+    }
+    uint32_t pending = m->error ? 1 : (uint32_t)pl->sink_count;
+    m->seq = offset_window_push(&p->win, rkm->offset, m, pending);
+    if (m->seq == UINT64_MAX) {
+        log_msg(CD_LOG_WARN, pl->conf->name,
+                "%s[%d]@%" PRId64 " arrived out of order (window at %" PRId64 "); dropped",
+                topic, rkm->partition, rkm->offset, offset_window_watermark(&p->win));
+        m->part->bytes += m->bytes;
+        pl_msg_free(m, NULL);
+        return;
+    }
+    p->bytes += m->bytes;
+    metrics_add(pl->m_records_in, 1);
+    if (m->error) {
+        m->done_mask = pl->all_sinks_mask;
+        char *why = strdup(m->error);
+        pl_record_failed(pl, m, -1, "conversion", why, 0);
+        free(why);
+    }
+    pl_backpressure(pl, p);
+}
+
+static void pl_consumer_ready(kafka_queue_watch *w) {
+    pipeline *pl = container_of(w, pipeline, watch);
+    rd_kafka_message_t *msgs[PL_CONSUME_BATCH];
+    for (;;) {
+        ssize_t n = rd_kafka_consume_batch_queue(pl->queue, 0, msgs, PL_CONSUME_BATCH);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            pl_intake(pl, msgs[i]);
+        if (n < PL_CONSUME_BATCH)
+            break;
+    }
+    pl_dispatch_all(pl);
+}
+
+/* ---------------------------------------------------------- rebalance */
+static void pl_finish_revoke(pipeline *pl) {
+    rd_kafka_topic_partition_list_t *l = pl->revoke_list;
+    pl->revoke_list = NULL;
+    if (!rd_kafka_assignment_lost(pl->rk))
+        pl_commit(pl, 1, 0);
+    for (int i = 0; l && i < l->cnt; i++) {
+        pl_partition *p = pl_partition_find(pl, l->elems[i].topic, l->elems[i].partition);
+        if (p)
+            pl_partition_remove(pl, p);
+    }
+    if (pl->revoke_cooperative) {
+        rd_kafka_error_t *err = rd_kafka_incremental_unassign(pl->rk, l);
+        if (err) {
+            log_msg(CD_LOG_ERROR, pl->conf->name, "incremental unassign: %s",
+                    rd_kafka_error_string(err));
+            rd_kafka_error_destroy(err);
+        }
+    } else {
+        rd_kafka_assign(pl->rk, NULL);
+    }
+    if (l) {
+        log_msg(CD_LOG_INFO, pl->conf->name, "revoked %d partition(s)", l->cnt);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+}
+
+/* A pending revoke completes once the revoked partitions have nothing in
+ * flight, or when the deadline passes (their records then stay uncommitted
+ * and the next owner re-reads them). */
+static void pl_check_revoke(pipeline *pl) {
+    if (!pl->revoke_list)
+        return;
+    int busy = 0;
+    for (pl_partition *p = pl->parts; p; p = p->next)
+        if (p->revoking && pl_partition_busy(p, pl->sink_count))
+            busy = 1;
+    if (!busy || uv_now(pl->eng->loop) >= pl->revoke_deadline_ms)
+        pl_finish_revoke(pl);
+    else
+        pl_schedule(pl, pl->revoke_deadline_ms);
+}
+
+static void pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    pipeline *pl = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++)
+            pl_partition_add(pl, parts->elems[i].topic, parts->elems[i].partition);
+        if (cooperative) {
+            rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+            if (e) {
+                log_msg(CD_LOG_ERROR, pl->conf->name, "incremental assign: %s",
+                        rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            }
+        } else {
+            rd_kafka_assign(rk, parts);
+        }
+        log_msg(CD_LOG_INFO, pl->conf->name, "assigned %d partition(s)", parts->cnt);
+        if (pl->state != PIPELINE_RUNNING)
+            rd_kafka_pause_partitions(rk, parts);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        if (pl->revoke_list) /* a second revoke before the first completed */
+            pl_finish_revoke(pl);
+        for (int i = 0; i < parts->cnt; i++) {
+            pl_partition *p = pl_partition_find(pl, parts->elems[i].topic, parts->elems[i].partition);
+            if (p)
+                p->revoking = 1;
+        }
+        pl->revoke_list = rd_kafka_topic_partition_list_copy(parts);
+        pl->revoke_cooperative = cooperative;
+        pl->revoke_deadline_ms = uv_now(pl->eng->loop) + (uint64_t)pl->eng->conf->shutdown_grace_ms;
+        if (pl->forced || rd_kafka_assignment_lost(rk))
+            pl_finish_revoke(pl);
+        else
+            pl_check_revoke(pl);
+        return;
+    }
+    log_msg(CD_LOG_ERROR, pl->conf->name, "rebalance error: %s", rd_kafka_err2str(err));
+    rd_kafka_assign(rk, NULL);
+}
+
+static void pl_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    pipeline *pl = opaque;
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION) {
+        engine_fatal(pl->eng, "%s: Kafka authentication failed on %s: %s", pl->conf->name,
+                     pl->listener, reason);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char buf[512];
+        rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        pl_fail(pl, "Kafka consumer fatal error: %s", buf);
+        return;
+    }
+    log_msg(err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ? CD_LOG_WARN : CD_LOG_INFO, pl->conf->name,
+            "kafka %s: %s: %s", pl->listener, rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+/* ----------------------------------------------------------- lifecycle */
+pipeline *pipeline_new(engine *e, const pipeline_conf *pc) {
+    pipeline *pl = calloc(1, sizeof(*pl));
+    pl->eng = e;
+    pl->conf = pc;
+    pl->state = PIPELINE_STARTING;
+    instance_init(&pl->pl_inst, e, pl, pc->name, "");
+    pl->m_records_in = engine_host.metric_register(&pl->pl_inst, CD_METRIC_COUNTER,
+                                                   "connectd_records_in_total",
+                                                   "records consumed by the pipeline");
+    pl->m_dead_lettered = engine_host.metric_register(
+        &pl->pl_inst, CD_METRIC_COUNTER, "connectd_records_dead_lettered_total",
+        "records that failed for good (dead-lettered or skipped)");
+    pl->m_commits = engine_host.metric_register(&pl->pl_inst, CD_METRIC_COUNTER,
+                                                "connectd_offset_commits_total",
+                                                "offset commits sent");
+    pl->m_state = engine_host.metric_register(
+        &pl->pl_inst, CD_METRIC_GAUGE, "connectd_pipeline_state",
+        "0 starting, 1 running, 2 paused, 3 failed, 4 draining, 5 stopped");
+    pl->sink_count = pc->sink_count;
+    pl->sinks = calloc(pc->sink_count ? pc->sink_count : 1, sizeof(pl_sink));
+    for (size_t i = 0; i < pc->sink_count; i++) {
+        pl_sink *s = &pl->sinks[i];
+        s->conf = &pc->sinks[i];
+        s->ops = s->conf->plugin->desc->sink;
+        instance_init(&s->inst, e, pl, pc->name, s->conf->name);
+        s->m_records_out = engine_host.metric_register(&s->inst, CD_METRIC_COUNTER,
+                                                       "connectd_records_out_total",
+                                                       "records a sink acknowledged");
+        s->m_retries = engine_host.metric_register(&s->inst, CD_METRIC_COUNTER,
+                                                   "connectd_sink_retries_total",
+                                                   "batches a sink asked to retry");
+        s->m_failed = engine_host.metric_register(&s->inst, CD_METRIC_COUNTER,
+                                                  "connectd_sink_failed_total",
+                                                  "records a sink failed for good");
+        s->m_batches = engine_host.metric_register(&s->inst, CD_METRIC_COUNTER,
+                                                   "connectd_sink_batches_total",
+                                                   "batches handed to a sink");
+        pl->all_sinks_mask |= (uint64_t)1 << i;
+        if (s->conf->when)
+            pl->needs_doc = 1;
+    }
+    return pl;
+}
+
+static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
+    const pipeline_conf *pc = pl->conf;
+    const engine_conf *ec = pl->eng->conf;
+    json_t *props = json_deep_copy(ec->kafka);
+    json_object_update(props, pc->kafka);
+    kafka_describe_listener(props, pl->listener, sizeof(pl->listener));
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char err[512];
+    /* Defaults a sink connector wants; the user's properties override them. */
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
+    rd_kafka_conf_set(conf, "client.id", "connectd", err, sizeof(err));
+    rd_kafka_conf_set(conf, "queued.min.messages", "20000", err, sizeof(err));
+    if (kafka_conf_apply(conf, props, errbuf, errlen) < 0) {
+        json_decref(props);
+        rd_kafka_conf_destroy(conf);
+        return CD_ERR_INVALID;
+    }
+    json_decref(props);
+    kafka_conf_force(conf, "group.id", pc->group_id, NULL);
+    kafka_conf_force(conf, "enable.auto.commit", "false",
+                     "the engine commits only what every sink acknowledged");
+    kafka_conf_force(conf, "enable.auto.offset.store", "false",
+                     "the engine commits only what every sink acknowledged");
+    kafka_conf_set_logger(conf);
+    rd_kafka_conf_set_rebalance_cb(conf, pl_rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, pl_offset_commit_cb);
+    rd_kafka_conf_set_error_cb(conf, pl_error_cb);
+    rd_kafka_conf_set_opaque(conf, pl);
+    pl->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!pl->rk) {
+        snprintf(errbuf, errlen, "consumer: %s", err);
+        return CD_ERR_INVALID;
+    }
+    rd_kafka_poll_set_consumer(pl->rk);
+    pl->queue = rd_kafka_queue_get_consumer(pl->rk);
+    int r = kafka_queue_watch_start(&pl->watch, pl->eng->loop, pl->queue, pl_consumer_ready,
+                                    errbuf, errlen);
+    if (r < 0)
+        return r;
+    pl->watch_open = 1;
+    rd_kafka_topic_partition_list_t *topics =
+        rd_kafka_topic_partition_list_new((int)pc->topic_count);
+    for (size_t i = 0; i < pc->topic_count; i++)
+        rd_kafka_topic_partition_list_add(topics, pc->topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t serr = rd_kafka_subscribe(pl->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (serr) {
+        snprintf(errbuf, errlen, "subscribe: %s", rd_kafka_err2str(serr));
+        return CD_ERR_INVALID;
+    }
+    return 0;
+}
+
+int pipeline_start(pipeline *pl, char *errbuf, size_t errlen) {
+    const pipeline_conf *pc = pl->conf;
+    char err[512];
+    uv_timer_init(pl->eng->loop, &pl->dispatch_timer);
+    uv_timer_init(pl->eng->loop, &pl->commit_timer);
+    pl->timers_open = 1;
+    if (pc->source) {
+        const cd_source_ops *ops = pc->source->plugin->desc->source;
+        instance_init(&pl->source_inst, pl->eng, pl, pc->name, pc->source->name);
+        err[0] = '\0';
+        if (ops->init(&engine_host, &pl->source_inst, pc->source->cfg, &pl->source_ctx, err,
+                      sizeof(err)) < 0) {
+            snprintf(errbuf, errlen, "%s: source %s: init: %s", pc->file, pc->source->name, err);
+            pl->source_ctx = NULL;
+            return CD_ERR_INVALID;
+        }
+        if (ops->start(pl->source_ctx, err, sizeof(err)) < 0) {
+            snprintf(errbuf, errlen, "%s: source %s: start: %s", pc->file, pc->source->name, err);
+            return CD_ERR_INVALID;
+        }
+        pl->source_started = 1;
+        pl_set_state(pl, PIPELINE_RUNNING, NULL);
+        return 0;
+    }
+    for (size_t i = 0; i < pl->sink_count; i++) {
+        pl_sink *s = &pl->sinks[i];
+        err[0] = '\0';
+        if (s->ops->init(&engine_host, &s->inst, s->conf->cfg, &s->ctx, err, sizeof(err)) < 0) {
+            snprintf(errbuf, errlen, "%s: sinks[%zu] (%s): init: %s", pc->file, i, s->conf->name,
+                     err);
+            return CD_ERR_INVALID;
+        }
+        s->initialised = 1;
+        if (s->ops->start(s->ctx, err, sizeof(err)) < 0) {
+            snprintf(errbuf, errlen, "%s: sinks[%zu] (%s): start: %s", pc->file, i,
+                     s->conf->name, err);
+            return CD_ERR_INVALID;
+        }
+        s->started = 1;
+    }
+    int r = pl_start_consumer(pl, err, sizeof(err));
+    if (r < 0) {
+        snprintf(errbuf, errlen, "%s: %s", pc->file, err);
+        return r;
+    }
+    uv_timer_start(&pl->commit_timer, pl_commit_tick, (uint64_t)pl->eng->conf->commit_interval_ms,
+                   (uint64_t)pl->eng->conf->commit_interval_ms);
+    pl_set_state(pl, PIPELINE_RUNNING, NULL);
+    log_msg(CD_LOG_INFO, pc->name, "consuming %zu topic(s) as group %s from %s, %zu sink(s)",
+            pc->topic_count, pc->group_id, pl->listener, pl->sink_count);
+    return 0;
+}
+
+void pipeline_pause(pipeline *pl) {
+    if (pl->state != PIPELINE_RUNNING)
+        return;
+    pl_pause_all(pl, 1);
+    if (pl->source_ctx && pl->conf->source->plugin->desc->source->pause)
+        pl->conf->source->plugin->desc->source->pause(pl->source_ctx);
+    pl_set_state(pl, PIPELINE_PAUSED, NULL);
+}
+
+void pipeline_resume(pipeline *pl) {
+    if (pl->state != PIPELINE_PAUSED)
+        return;
+    pl_set_state(pl, PIPELINE_RUNNING, NULL);
+    pl_pause_all(pl, 0);
+    for (pl_partition *p = pl->parts; p; p = p->next)
+        if (p->paused)
+            pl_pause_partition(pl, p, 1);
+    if (pl->source_ctx && pl->conf->source->plugin->desc->source->resume)
+        pl->conf->source->plugin->desc->source->resume(pl->source_ctx);
+    pl_dispatch_all(pl);
+}
+
+/* ------------------------------------------------------------ stopping */
+static void pl_finish_stop(pipeline *pl);
+
+static void pl_sink_stopped(void *opaque, int status) {
+    pl_sink *s = opaque;
+    pipeline *pl = s->inst.pl;
+    s->stopped = 1;
+    if (status < 0)
+        log_msg(CD_LOG_WARN, s->inst.prefix, "stop reported %d", status);
+    if (--pl->sinks_stopping == 0)
+        pl_finish_stop(pl);
+}
+
+static void pl_source_stopped(void *opaque, int status) {
+    pipeline *pl = opaque;
+    pl->source_started = 0;
+    pl_finish_stop(pl);
+}
+
+static void pl_timer_closed(uv_handle_t *h) {
+    pipeline *pl = h->data;
+    if (--pl->timers_open == 0)
+        engine_pipeline_stopped(pl->eng, pl);
+}
+
+static void pl_watch_closed(kafka_queue_watch *w) {
+    pipeline *pl = container_of(w, pipeline, watch);
+    pl->watch_open = 0;
+    /* The consumer leaves its group; this may take a moment but happens once,
+     * after all work is done.  Revokes it triggers complete at once. */
+    pl->forced = 1;
+    if (pl->rk) {
+        rd_kafka_consumer_close(pl->rk);
+        if (pl->queue)
+            rd_kafka_queue_destroy(pl->queue);
+        pl->queue = NULL;
+        rd_kafka_destroy(pl->rk);
+        pl->rk = NULL;
+    }
+    /* Then the sinks. */
+    pl->sinks_stopping = 0;
+    for (size_t i = 0; i < pl->sink_count; i++)
+        if (pl->sinks[i].started)
+            pl->sinks_stopping++;
+    if (pl->sinks_stopping == 0) {
+        pl_finish_stop(pl);
+        return;
+    }
+    for (size_t i = 0; i < pl->sink_count; i++) {
+        pl_sink *s = &pl->sinks[i];
+        if (!s->started)
+            continue;
+        s->started = 0;
+        if (s->ops->stop(s->ctx, pl_sink_stopped, s) < 0)
+            pl_sink_stopped(s, -1);
+    }
+}
+
+static void pl_finish_stop(pipeline *pl) {
+    pl_set_state(pl, PIPELINE_STOPPED, NULL);
+    pl->dispatch_timer.data = pl;
+    pl->commit_timer.data = pl;
+    uv_close((uv_handle_t *)&pl->dispatch_timer, pl_timer_closed);
+    uv_close((uv_handle_t *)&pl->commit_timer, pl_timer_closed);
+}
+
+/* Once nothing is in flight: commit, then close consumer and sinks. */
+static void pl_check_drained(pipeline *pl) {
+    if (!pl->stopping || pl->state == PIPELINE_STOPPED || !pl->watch_open || pl->sinks_stopping)
+        return;
+    if (!pl->forced) {
+        for (pl_partition *p = pl->parts; p; p = p->next)
+            if (pl_partition_busy(p, pl->sink_count))
+                return;
+    }
+    if (pl->forced && pl->orphans)
+        log_msg(CD_LOG_WARN, pl->conf->name, "grace period over with batches still in flight");
+    pl_commit(pl, 0, 1);
+    uv_timer_stop(&pl->commit_timer);
+    uv_timer_stop(&pl->dispatch_timer);
+    kafka_queue_watch_close(&pl->watch, pl_watch_closed);
+}
+
+void pipeline_stop(pipeline *pl) {
+    if (pl->stopping)
+        return;
+    pl->stopping = 1;
+    if (pl->conf->source) {
+        pl_set_state(pl, PIPELINE_DRAINING, NULL);
+        if (pl->source_started) {
+            if (pl->conf->source->plugin->desc->source->stop(pl->source_ctx, pl_source_stopped,
+                                                            pl) < 0)
+                pl_source_stopped(pl, -1);
+        } else {
+            pl_finish_stop(pl);
+        }
+        return;
+    }
+    if (!pl->watch_open) {
+        /* Never got as far as a consumer: stop whatever sinks started. */
+        pl_watch_closed(&pl->watch);
+        return;
+    }
+    pl_set_state(pl, PIPELINE_DRAINING, NULL);
+    /* Stop fetching; records fetched but not handed to a sink are simply not
+     * committed and will be read again by whoever owns the partition next. */
+    pl_pause_all(pl, 1);
+    pl_check_drained(pl);
+}
+
+void pipeline_force_stop(pipeline *pl) {
+    if (pl->state == PIPELINE_STOPPED)
+        return;
+    pl->forced = 1;
+    if (!pl->stopping) {
+        pipeline_stop(pl);
+        return;
+    }
+    if (pl->conf->source) {
+        if (pl->source_started)
+            pl_source_stopped(pl, -1);
+        return;
+    }
+    if (pl->sinks_stopping) {
+        /* A sink never finished stopping: give up on it. */
+        pl->sinks_stopping = 0;
+        pl_finish_stop(pl);
+        return;
+    }
+    /* Partitions with batches in flight become orphans; the rest commits. */
+    pl_check_drained(pl);
+}
+
+void pipeline_free(pipeline *pl) {
+    if (!pl)
+        return;
+    while (pl->parts) {
+        pl_partition *p = pl->parts;
+        pl->parts = p->next;
+        pl_partition_free(pl, p);
+    }
+    while (pl->orphans) {
+        pl_partition *p = pl->orphans;
+        pl->orphans = p->next;
+        pl_partition_free(pl, p);
+    }
+    while (pl->dlq_waiting) {
+        pl_dlq *d = pl->dlq_waiting;
+        pl->dlq_waiting = d->next;
+        free(d->reason);
+        free(d);
+    }
+    if (pl->revoke_list)
+        rd_kafka_topic_partition_list_destroy(pl->revoke_list);
+    for (size_t i = 0; i < pl->sink_count; i++) {
+        pl_sink *s = &pl->sinks[i];
+        if (s->initialised && s->ctx)
+            s->ops->destroy(s->ctx);
+        instance_release(&s->inst);
+    }
+    free(pl->sinks);
+    if (pl->source_ctx)
+        pl->conf->source->plugin->desc->source->destroy(pl->source_ctx);
+    if (pl->conf->source)
+        instance_release(&pl->source_inst);
+    instance_release(&pl->pl_inst);
+    free(pl->fail_reason);
+    free(pl);
+}
