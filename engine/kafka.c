@@ -77,13 +77,11 @@ int kafka_conf_apply(rd_kafka_conf_t *conf, const json_t *props, char *errbuf, s
     return 0;
 }
 
-void kafka_conf_force(rd_kafka_conf_t *conf, const char *name, const char *value,
-                      const char *why) {
-    char cur[256];
-    size_t len = sizeof(cur);
-    if (rd_kafka_conf_get(conf, name, cur, &len) == RD_KAFKA_CONF_OK && strcmp(cur, value) != 0 &&
-        why)
-        LOG_WARN("kafka property %s=%s overridden to %s: %s", name, cur, value, why);
+void kafka_conf_force(rd_kafka_conf_t *conf, const json_t *props, const char *name,
+                      const char *value, const char *why) {
+    const char *user = json_string_value(json_object_get(props, name));
+    if (user && strcmp(user, value) != 0 && why)
+        LOG_WARN("kafka property %s=%s overridden to %s: %s", name, user, value, why);
     char err[256];
     rd_kafka_conf_set(conf, name, value, err, sizeof(err));
 }
@@ -152,8 +150,8 @@ int kafka_producer_start(kafka_producer *p, uv_loop_t *loop, const json_t *props
         rd_kafka_conf_destroy(conf);
         return CD_ERR_INVALID;
     }
-    kafka_conf_force(conf, "enable.idempotence", "true", "a 202 must mean stored once");
-    kafka_conf_force(conf, "acks", "all", "a 202 must mean stored");
+    kafka_conf_force(conf, props, "enable.idempotence", "true", "a 202 must mean stored once");
+    kafka_conf_force(conf, props, "acks", "all", "a 202 must mean stored");
     kafka_conf_set_logger(conf);
     rd_kafka_conf_set_dr_msg_cb(conf, kafka_producer_dr);
     rd_kafka_conf_set_error_cb(conf, kafka_producer_error_cb);
@@ -163,10 +161,11 @@ int kafka_producer_start(kafka_producer *p, uv_loop_t *loop, const json_t *props
         snprintf(errbuf, errlen, "producer: %s", err);
         return CD_ERR_INVALID;
     }
+    /* The queue handle stays ours until the watch is closed. */
     rd_kafka_queue_t *q = rd_kafka_queue_get_main(p->rk);
     int r = kafka_queue_watch_start(&p->watch, loop, q, kafka_producer_ready, errbuf, errlen);
-    rd_kafka_queue_destroy(q); /* the client keeps the main queue alive */
     if (r < 0) {
+        rd_kafka_queue_destroy(q);
         rd_kafka_destroy(p->rk);
         p->rk = NULL;
         return r;
@@ -217,6 +216,8 @@ static void kafka_producer_finish(kafka_producer *p);
 
 static void kafka_producer_watch_closed(kafka_queue_watch *w) {
     kafka_producer *p = container_of(w, kafka_producer, watch);
+    rd_kafka_queue_destroy(w->queue);
+    w->queue = NULL;
     rd_kafka_destroy(p->rk);
     p->rk = NULL;
     if (p->on_closed)

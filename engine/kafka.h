@@ -36,10 +36,10 @@ void kafka_queue_watch_close(kafka_queue_watch *w, void (*on_closed)(kafka_queue
 /* Applies string properties from `props` (may be NULL) to conf.  Returns 0
  * or -1 with errbuf naming the property. */
 int kafka_conf_apply(rd_kafka_conf_t *conf, const json_t *props, char *errbuf, size_t errlen);
-/* Sets a property, overriding (and warning about) a user value that would
- * break the engine's guarantees. */
-void kafka_conf_force(rd_kafka_conf_t *conf, const char *name, const char *value,
-                      const char *why);
+/* Sets a property, overriding (and warning about) a value the user set in
+ * props that would break the engine's guarantees. */
+void kafka_conf_force(rd_kafka_conf_t *conf, const json_t *props, const char *name,
+                      const char *value, const char *why);
 /* Routes librdkafka's logs into the engine log with a prefix. */
 void kafka_conf_set_logger(rd_kafka_conf_t *conf);
 /* A one-line description of where and how a client connects, e.g.

@@ -55,6 +55,7 @@ struct pl_partition {
     size_t bytes;
     int paused;       /* by backpressure */
     int revoking;
+    uint64_t stop_seq; /* FAILED: records from here on are not dispatched */
     size_t dlq_inflight;
     pipeline *pl;
     pl_partition *next;
@@ -195,6 +196,7 @@ static pl_partition *pl_partition_add(pipeline *pl, const char *topic, int32_t p
     p->partition = partition;
     p->pl = pl;
     p->committed = -1;
+    p->stop_seq = UINT64_MAX;
     offset_window_init(&p->win);
     p->lanes = calloc(pl->sink_count, sizeof(pl_lane));
     p->next = pl->parts;
@@ -388,10 +390,26 @@ static void pl_msg_sink_done(pipeline *pl, pl_msg *m, size_t si) {
     pl_msg_ack(pl, m);
 }
 
-static void pl_fail(pipeline *pl, const char *fmt, ...) CD_PRINTF(2, 3);
-static void pl_fail(pipeline *pl, const char *fmt, ...) {
+/* The pipeline stops in FAILED.  Records before the failing one (m, may be
+ * NULL) in its partition still go out, so the committed offset reaches it;
+ * nothing after it, and nothing new in other partitions, is dispatched. */
+static void pl_fail(pipeline *pl, pl_msg *m, const char *fmt, ...) CD_PRINTF(3, 4);
+static void pl_fail(pipeline *pl, pl_msg *m, const char *fmt, ...) {
+    if (m && m->seq < m->part->stop_seq)
+        m->part->stop_seq = m->seq;
     if (pl->state == PIPELINE_FAILED)
         return;
+    for (pl_partition *p = pl->parts; p; p = p->next) {
+        if (m && p == m->part)
+            continue;
+        /* Lanes may have different cursors; the slowest bounds what goes out. */
+        uint64_t lowest = offset_window_end(&p->win);
+        for (size_t i = 0; i < pl->sink_count; i++)
+            if (p->lanes[i].next_seq < lowest)
+                lowest = p->lanes[i].next_seq;
+        if (lowest < p->stop_seq)
+            p->stop_seq = lowest;
+    }
     char reason[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -494,7 +512,7 @@ static void pl_record_failed(pipeline *pl, pl_msg *m, int si, const char *cls, c
     if (si >= 0)
         metrics_add(pl->sinks[si].m_failed, 1);
     if (pl->conf->tolerance == ERRORS_NONE) {
-        pl_fail(pl, "sink %s: record %s[%d]@%" PRId64 ": %s (errors.tolerance is none)", sink,
+        pl_fail(pl, m, "sink %s: record %s[%d]@%" PRId64 ": %s (errors.tolerance is none)", sink,
                 m->rec.topic, m->rec.partition, m->rec.offset, reason);
         return;
     }
@@ -665,9 +683,11 @@ static int pl_when_matches(pipeline *pl, const pl_sink *s, pl_msg *m) {
 static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
     pl_lane *lane = &p->lanes[si];
     pl_sink *s = &pl->sinks[si];
-    if (lane->inflight || p->revoking || pl->state == PIPELINE_FAILED || pl->forced ||
-        (pl->stopping && !pl->flushing))
+    if (lane->inflight || p->revoking || pl->forced || (pl->stopping && !pl->flushing))
         return;
+    uint64_t end = offset_window_end(&p->win);
+    if (pl->state == PIPELINE_FAILED && p->stop_seq < end)
+        end = p->stop_seq;
     uint64_t now = uv_now(pl->eng->loop);
     if (lane->retry_at_ms > now) {
         pl_schedule(pl, lane->retry_at_ms);
@@ -680,7 +700,7 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
     size_t count = 0, bytes = 0;
     uint64_t first = UINT64_MAX, last = 0, oldest = 0;
     uint64_t seq = lane->next_seq > p->win.base_seq ? lane->next_seq : p->win.base_seq;
-    for (; seq < offset_window_end(&p->win) && count < (size_t)bp->max_records; seq++) {
+    for (; seq < end && count < (size_t)bp->max_records; seq++) {
         offset_entry *e = offset_window_get(&p->win, seq);
         if (!e)
             continue;
@@ -706,8 +726,8 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
         return;
     }
     lane->next_seq = first;
-    int full = count >= (size_t)bp->max_records || bytes >= (size_t)bp->max_bytes ||
-               seq < offset_window_end(&p->win);
+    int full = count >= (size_t)bp->max_records || bytes >= (size_t)bp->max_bytes || seq < end ||
+               pl->state == PIPELINE_FAILED;
     if (!full && !pl->flushing && now < oldest + (uint64_t)bp->linger_ms) {
         pl_schedule(pl, oldest + (uint64_t)bp->linger_ms);
         return;
@@ -961,7 +981,7 @@ static void pl_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaqu
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[512];
         rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        pl_fail(pl, "Kafka consumer fatal error: %s", buf);
+        pl_fail(pl, NULL, "Kafka consumer fatal error: %s", buf);
         return;
     }
     log_msg(err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ? CD_LOG_WARN : CD_LOG_INFO, pl->conf->name,
@@ -1030,12 +1050,13 @@ static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
         rd_kafka_conf_destroy(conf);
         return CD_ERR_INVALID;
     }
+    kafka_conf_force(conf, props, "group.id", pc->group_id,
+                     "set the pipeline's group_id instead");
+    kafka_conf_force(conf, props, "enable.auto.commit", "false",
+                     "the engine commits only what every sink acknowledged");
+    kafka_conf_force(conf, props, "enable.auto.offset.store", "false",
+                     "the engine commits only what every sink acknowledged");
     json_decref(props);
-    kafka_conf_force(conf, "group.id", pc->group_id, NULL);
-    kafka_conf_force(conf, "enable.auto.commit", "false",
-                     "the engine commits only what every sink acknowledged");
-    kafka_conf_force(conf, "enable.auto.offset.store", "false",
-                     "the engine commits only what every sink acknowledged");
     kafka_conf_set_logger(conf);
     rd_kafka_conf_set_rebalance_cb(conf, pl_rebalance_cb);
     rd_kafka_conf_set_offset_commit_cb(conf, pl_offset_commit_cb);
