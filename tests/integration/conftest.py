@@ -46,7 +46,7 @@ def kcat(args, input_bytes=None, timeout=120, check=True):
 
 
 def kafka_admin(*args, timeout=120):
-    p = subprocess.run(["node", str(Path(__file__).parent / "kafka_admin.js"), *map(str, args)],
+    p = subprocess.run(["node", str(ROOT / "scripts" / "kafka-admin.js"), *map(str, args)],
                        capture_output=True, timeout=timeout)
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     return p.stdout.decode()

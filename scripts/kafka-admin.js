@@ -1,9 +1,9 @@
-// Kafka admin calls for the integration tests, through kafkajs — a client
+// Kafka admin calls for tests and the demo, through kafkajs — a client
 // connectd does not share code with.
-//   node kafka_admin.js create-topic TOPIC PARTITIONS
-//   node kafka_admin.js offsets GROUP TOPIC      -> JSON {"0": 12, "1": -1, ...}
+//   node scripts/kafka-admin.js create-topic TOPIC PARTITIONS
+//   node scripts/kafka-admin.js offsets GROUP TOPIC      -> JSON {"0": 12, "1": -1, ...}
 const path = require('path');
-const { Kafka, logLevel } = require(path.join(__dirname, '../../.deps/node/node_modules/kafkajs'));
+const { Kafka, logLevel } = require(path.join(__dirname, '../.deps/node/node_modules/kafkajs'));
 
 async function main() {
   const [cmd, a, b] = process.argv.slice(2);
