@@ -71,8 +71,7 @@ int cli_broker(int argc, char **argv) {
         for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             rd_kafka_resp_err_t e =
                 rd_kafka_mock_topic_create(mc, t, partitions, brokers < 3 ? brokers : 3);
-            if (e)
-                fprintf(stderr, "connectd broker: topic %s: %s\n", t, rd_kafka_err2str(e));
+            if (e) fprintf(stderr, "connectd broker: topic %s: %s\n", t, rd_kafka_err2str(e));
         }
         free(copy);
     }

@@ -22,13 +22,11 @@ static int cli_try_init(engine *e, const pipeline_conf *pc, const plugin_conf *p
     if (is_source) {
         const cd_source_ops *ops = plc->plugin->desc->source;
         r = ops->init(&engine_host, &inst, plc->cfg, &ctx, err, sizeof(err));
-        if (r == 0 && ctx)
-            ops->destroy(ctx);
+        if (r == 0 && ctx) ops->destroy(ctx);
     } else {
         const cd_sink_ops *ops = plc->plugin->desc->sink;
         r = ops->init(&engine_host, &inst, plc->cfg, &ctx, err, sizeof(err));
-        if (r == 0 && ctx)
-            ops->destroy(ctx);
+        if (r == 0 && ctx) ops->destroy(ctx);
     }
     instance_release(&inst);
     if (r < 0) {
@@ -45,8 +43,7 @@ static int cli_try_init(engine *e, const pipeline_conf *pc, const plugin_conf *p
 
 static engine_conf *cli_load(const char *path, plugin_registry *r, diag *d) {
     engine_conf *conf = NULL;
-    if (engine_conf_load(path, d, &conf) != 0)
-        return NULL;
+    if (engine_conf_load(path, d, &conf) != 0) return NULL;
     log_set_level(conf->log_level < CD_LOG_WARN ? conf->log_level : CD_LOG_WARN);
     char *search = plugin_search_path(conf->plugin_path);
     plugin_registry_discover(r, search);
@@ -67,8 +64,7 @@ int cli_validate(const char *config_path) {
         e.conf = conf;
         for (size_t i = 0; i < conf->pipeline_count; i++) {
             const pipeline_conf *pc = conf->pipelines[i];
-            if (pc->source)
-                cli_try_init(&e, pc, pc->source, 1, 0, &d);
+            if (pc->source) cli_try_init(&e, pc, pc->source, 1, 0, &d);
             for (size_t j = 0; j < pc->sink_count; j++)
                 cli_try_init(&e, pc, &pc->sinks[j], 0, j, &d);
         }
@@ -143,8 +139,7 @@ int cli_plugins(const char *config_path) {
         }
         printf("\n");
     }
-    if (!r.head)
-        printf("no plugins found\n");
+    if (!r.head) printf("no plugins found\n");
     diag_free(&d);
     engine_conf_free(conf);
     plugin_registry_free(&r);

@@ -4,20 +4,16 @@
 #include <string.h>
 
 json_t *json_pointer_get(const json_t *doc, const char *pointer) {
-    if (!doc || !pointer)
-        return NULL;
-    if (*pointer == '\0')
-        return (json_t *)doc;
-    if (*pointer != '/')
-        return NULL;
+    if (!doc || !pointer) return NULL;
+    if (*pointer == '\0') return (json_t *)doc;
+    if (*pointer != '/') return NULL;
     const json_t *cur = doc;
     const char *p = pointer + 1;
     char token[256];
     for (;;) {
         size_t n = 0;
         while (*p && *p != '/') {
-            if (n + 1 >= sizeof(token))
-                return NULL;
+            if (n + 1 >= sizeof(token)) return NULL;
             if (p[0] == '~' && p[1] == '0') {
                 token[n++] = '~';
                 p += 2;
@@ -33,19 +29,15 @@ json_t *json_pointer_get(const json_t *doc, const char *pointer) {
             cur = json_object_get(cur, token);
         } else if (json_is_array(cur)) {
             char *end;
-            if (n == 0 || (n > 1 && token[0] == '0'))
-                return NULL;
+            if (n == 0 || (n > 1 && token[0] == '0')) return NULL;
             unsigned long idx = strtoul(token, &end, 10);
-            if (*end)
-                return NULL;
+            if (*end) return NULL;
             cur = json_array_get(cur, idx);
         } else {
             return NULL;
         }
-        if (!cur)
-            return NULL;
-        if (!*p)
-            return (json_t *)cur;
+        if (!cur) return NULL;
+        if (!*p) return (json_t *)cur;
         p++;
     }
 }
@@ -93,8 +85,7 @@ int condition_check(const json_t *cond, const char *file, const char *path, diag
     const char *key;
     int ops = 0;
     json_object_foreach((json_t *)cond, key, v) {
-        if (strcmp(key, "path") == 0)
-            continue;
+        if (strcmp(key, "path") == 0) continue;
         diag_path_key(child, sizeof(child), path, key);
         int known = 0;
         for (int i = 0; cond_ops[i]; i++)
@@ -140,31 +131,22 @@ int condition_eval(const json_t *cond, const json_t *doc) {
         json_array_foreach(v, i, c) if (condition_eval(c, doc)) return 1;
         return 0;
     }
-    if ((v = json_object_get(cond, "not")))
-        return !condition_eval(v, doc);
+    if ((v = json_object_get(cond, "not"))) return !condition_eval(v, doc);
     json_t *at = json_pointer_get(doc, json_string_value(json_object_get(cond, "path")));
-    if ((v = json_object_get(cond, "exists")))
-        return (at != NULL) == json_is_true(v);
-    if ((v = json_object_get(cond, "eq")))
-        return at && json_equal(at, v);
-    if ((v = json_object_get(cond, "ne")))
-        return !(at && json_equal(at, v));
+    if ((v = json_object_get(cond, "exists"))) return (at != NULL) == json_is_true(v);
+    if ((v = json_object_get(cond, "eq"))) return at && json_equal(at, v);
+    if ((v = json_object_get(cond, "ne"))) return !(at && json_equal(at, v));
     if ((v = json_object_get(cond, "in"))) {
         size_t i;
         json_t *c;
         json_array_foreach(v, i, c) if (at && json_equal(at, c)) return 1;
         return 0;
     }
-    if (!json_is_number(at))
-        return 0;
+    if (!json_is_number(at)) return 0;
     double a = json_number_value(at);
-    if ((v = json_object_get(cond, "gt")))
-        return a > json_number_value(v);
-    if ((v = json_object_get(cond, "gte")))
-        return a >= json_number_value(v);
-    if ((v = json_object_get(cond, "lt")))
-        return a < json_number_value(v);
-    if ((v = json_object_get(cond, "lte")))
-        return a <= json_number_value(v);
+    if ((v = json_object_get(cond, "gt"))) return a > json_number_value(v);
+    if ((v = json_object_get(cond, "gte"))) return a >= json_number_value(v);
+    if ((v = json_object_get(cond, "lt"))) return a < json_number_value(v);
+    if ((v = json_object_get(cond, "lte"))) return a <= json_number_value(v);
     return 0;
 }

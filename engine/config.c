@@ -85,8 +85,8 @@ json_t *config_load_json(const char *file, diag *d) {
     json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &err);
     if (!root) {
         if (err.line > 0)
-            diag_add(d, file, NULL, "line %d, column %d: malformed JSON: %s", err.line,
-                     err.column, err.text);
+            diag_add(d, file, NULL, "line %d, column %d: malformed JSON: %s", err.line, err.column,
+                     err.text);
         else
             diag_add(d, file, NULL, "%s", err.text);
     }
@@ -135,12 +135,9 @@ static json_t *kafka_props(const json_t *in, const char *file, const char *path,
 
 static char *path_join(const char *dir, const char *rel) {
     char *out = NULL;
-    if (rel[0] == '/' || !dir || !*dir)
-        return strdup(rel);
-    if (strcmp(rel, ".") == 0)
-        return strdup(dir);
-    if (asprintf(&out, "%s/%s", dir, rel) < 0)
-        return NULL;
+    if (rel[0] == '/' || !dir || !*dir) return strdup(rel);
+    if (strcmp(rel, ".") == 0) return strdup(dir);
+    if (asprintf(&out, "%s/%s", dir, rel) < 0) return NULL;
     return out;
 }
 
@@ -155,8 +152,7 @@ int engine_conf_load(const char *path, diag *d, engine_conf **out) {
     *out = NULL;
     size_t before = d->count;
     json_t *root = config_load_json(path, d);
-    if (!root)
-        return 1;
+    if (!root) return 1;
     expand_json(root, path, "", d);
     cd_config *cfg = NULL;
     configmap_apply(engine_options, root, NULL, path, "", d, &cfg);
@@ -187,8 +183,7 @@ int engine_conf_load(const char *path, diag *d, engine_conf **out) {
         char *copy = strdup(pp), *save = NULL, *acc = NULL;
         for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
             char *abs = path_join(c->dir, dir), *next = NULL;
-            if (asprintf(&next, "%s%s%s", acc ? acc : "", acc ? ":" : "", abs) < 0)
-                next = NULL;
+            if (asprintf(&next, "%s%s%s", acc ? acc : "", acc ? ":" : "", abs) < 0) next = NULL;
             free(abs);
             free(acc);
             acc = next;
@@ -226,8 +221,7 @@ static cd_config *nested(const cd_option *opts, const json_t *v, const json_t *b
         json_incref((json_t *)v);
     int merge = json_is_object(v) && json_is_object(base);
     json_t *merged = merge ? json_deep_copy(base) : json_incref((json_t *)v);
-    if (merge)
-        json_object_update(merged, (json_t *)v);
+    if (merge) json_object_update(merged, (json_t *)v);
     configmap_apply(opts, merged, NULL, file, path, d, &cfg);
     json_decref(merged);
     json_decref((json_t *)v);
@@ -235,8 +229,7 @@ static cd_config *nested(const cd_option *opts, const json_t *v, const json_t *b
 }
 
 static int valid_name(const char *s) {
-    if (!*s)
-        return 0;
+    if (!*s) return 0;
     for (const char *p = s; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '-' || *p == '_' || *p == '.'))
@@ -253,8 +246,8 @@ static void plugin_conf_clear(plugin_conf *pc) {
 
 /* One sink or source object. */
 static int plugin_conf_load(const json_t *obj, cd_plugin_kind kind, const json_t *retry_base,
-                            const plugin_registry *r, const char *file, const char *path,
-                            diag *d, plugin_conf *out) {
+                            const plugin_registry *r, const char *file, const char *path, diag *d,
+                            plugin_conf *out) {
     size_t before = d->count;
     char child[512];
     memset(out, 0, sizeof(*out));
@@ -293,14 +286,12 @@ static int plugin_conf_load(const json_t *obj, cd_plugin_kind kind, const json_t
         json_t *when = json_object_get(obj, "when");
         if (when) {
             diag_path_key(child, sizeof(child), path, "when");
-            if (condition_check(when, file, child, d) == 0)
-                out->when = json_incref(when);
+            if (condition_check(when, file, child, d) == 0) out->when = json_incref(when);
         }
         diag_path_key(child, sizeof(child), path, "retry");
-        cd_config *rc = nested(retry_options, json_object_get(obj, "retry"), retry_base, file,
-                               child, d);
-        if (rc)
-            retry_from(rc, &out->retry);
+        cd_config *rc =
+            nested(retry_options, json_object_get(obj, "retry"), retry_base, file, child, d);
+        if (rc) retry_from(rc, &out->retry);
         configmap_free(rc);
     }
     configmap_apply(p->desc->options, obj,
@@ -314,8 +305,7 @@ static int plugin_conf_load(const json_t *obj, cd_plugin_kind kind, const json_t
 }
 
 void pipeline_conf_free(pipeline_conf *pc) {
-    if (!pc)
-        return;
+    if (!pc) return;
     free(pc->file);
     free(pc->name);
     free(pc->fingerprint);
@@ -339,8 +329,7 @@ int pipeline_conf_load(const char *file, const plugin_registry *r, diag *d, pipe
     *out = NULL;
     size_t before = d->count;
     json_t *root = config_load_json(file, d);
-    if (!root)
-        return 1;
+    if (!root) return 1;
     expand_json(root, file, "", d);
     cd_config *cfg = NULL;
     if (d->count == before)
@@ -365,11 +354,11 @@ int pipeline_conf_load(const char *file, const plugin_registry *r, diag *d, pipe
         diag_add(d, file, "", "a pipeline has either \"sinks\" (with \"topics\") or \"source\"");
 
     /* errors, batch, retry */
-    cd_config *ec = nested(errors_options, json_object_get(cfg->values, "errors"), NULL, file,
-                           "errors", d);
+    cd_config *ec =
+        nested(errors_options, json_object_get(cfg->values, "errors"), NULL, file, "errors", d);
     if (ec) {
-        pc->tolerance = strcmp(configmap_string(ec, "tolerance"), "all") == 0 ? ERRORS_ALL
-                                                                              : ERRORS_NONE;
+        pc->tolerance =
+            strcmp(configmap_string(ec, "tolerance"), "all") == 0 ? ERRORS_ALL : ERRORS_NONE;
         const char *dlq = configmap_string(ec, "dead_letter_topic");
         pc->dead_letter_topic = dlq ? strdup(dlq) : NULL;
         pc->errors_log = configmap_bool(ec, "log");
@@ -388,8 +377,7 @@ int pipeline_conf_load(const char *file, const plugin_registry *r, diag *d, pipe
     configmap_free(bc);
     json_t *retry_obj = json_object_get(cfg->values, "retry");
     cd_config *rc = nested(retry_options, retry_obj, NULL, file, "retry", d);
-    if (rc)
-        retry_from(rc, &pc->retry);
+    if (rc) retry_from(rc, &pc->retry);
     configmap_free(rc);
     int kerr = 0;
     json_t *k = json_object_get(cfg->values, "kafka");
@@ -400,8 +388,7 @@ int pipeline_conf_load(const char *file, const plugin_registry *r, diag *d, pipe
 
     if (has_sinks && !has_source) {
         size_t nt = configmap_list_count(cfg, "topics");
-        if (nt == 0)
-            diag_add(d, file, "topics", "a sink pipeline needs at least one topic");
+        if (nt == 0) diag_add(d, file, "topics", "a sink pipeline needs at least one topic");
         pc->topics = calloc(nt ? nt : 1, sizeof(char *));
         for (size_t i = 0; i < nt; i++)
             pc->topics[pc->topic_count++] = strdup(configmap_list_item(cfg, "topics", i));
@@ -507,8 +494,7 @@ int engine_conf_load_pipelines(engine_conf *conf, const plugin_registry *r, diag
                     break;
                 }
             }
-            if (pc)
-                conf->pipelines[conf->pipeline_count++] = pc;
+            if (pc) conf->pipelines[conf->pipeline_count++] = pc;
         }
         free(names[i]);
     }
@@ -517,8 +503,7 @@ int engine_conf_load_pipelines(engine_conf *conf, const plugin_registry *r, diag
 }
 
 void engine_conf_free(engine_conf *conf) {
-    if (!conf)
-        return;
+    if (!conf) return;
     for (size_t i = 0; i < conf->pipeline_count; i++)
         pipeline_conf_free(conf->pipelines[i]);
     free(conf->pipelines);

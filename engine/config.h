@@ -61,7 +61,7 @@ typedef struct pipeline_conf {
 
 typedef struct engine_conf {
     char *file;
-    char *dir;   /* directory of the config file */
+    char *dir;     /* directory of the config file */
     json_t *kafka; /* librdkafka properties as strings */
     char *pipelines_dir;
     char *plugin_path; /* may be NULL */

@@ -14,13 +14,20 @@
 
 const char *configmap_type_name(cd_opt_type t) {
     switch (t) {
-    case CD_OPT_STRING: return "string";
-    case CD_OPT_INT: return "int";
-    case CD_OPT_DOUBLE: return "number";
-    case CD_OPT_BOOL: return "bool";
-    case CD_OPT_ENUM: return "enum";
-    case CD_OPT_STRING_LIST: return "string list";
-    case CD_OPT_JSON: return "json";
+    case CD_OPT_STRING:
+        return "string";
+    case CD_OPT_INT:
+        return "int";
+    case CD_OPT_DOUBLE:
+        return "number";
+    case CD_OPT_BOOL:
+        return "bool";
+    case CD_OPT_ENUM:
+        return "enum";
+    case CD_OPT_STRING_LIST:
+        return "string list";
+    case CD_OPT_JSON:
+        return "json";
     }
     return "?";
 }
@@ -31,8 +38,7 @@ static int enum_contains(const char *values, const char *s) {
     while (p && *p) {
         const char *bar = strchr(p, '|');
         size_t len = bar ? (size_t)(bar - p) : strlen(p);
-        if (len == n && strncmp(p, s, n) == 0)
-            return 1;
+        if (len == n && strncmp(p, s, n) == 0) return 1;
         p = bar ? bar + 1 : NULL;
     }
     return 0;
@@ -42,8 +48,7 @@ static int parse_int_text(const char *s, long long *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (errno || end == s || *end)
-        return -1;
+    if (errno || end == s || *end) return -1;
     *out = v;
     return 0;
 }
@@ -52,8 +57,7 @@ static int parse_double_text(const char *s, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v))
-        return -1;
+    if (errno || end == s || *end || !isfinite(v)) return -1;
     *out = v;
     return 0;
 }
@@ -64,16 +68,15 @@ static json_t *coerce(const cd_option *o, const json_t *v, char *err, size_t err
     const char *s = json_is_string(v) ? json_string_value(v) : NULL;
     switch (o->type) {
     case CD_OPT_STRING:
-        if (!s)
-            break;
+        if (!s) break;
         if (o->has_bounds && (strlen(s) < o->min || strlen(s) > o->max)) {
-            snprintf(err, errlen, "length %zu is out of bounds [%g, %g]", strlen(s), o->min, o->max);
+            snprintf(err, errlen, "length %zu is out of bounds [%g, %g]", strlen(s), o->min,
+                     o->max);
             return NULL;
         }
         return json_string(s);
     case CD_OPT_ENUM:
-        if (!s)
-            break;
+        if (!s) break;
         if (!enum_contains(o->enum_values, s)) {
             snprintf(err, errlen, "\"%s\" is not one of %s", s, o->enum_values);
             return NULL;
@@ -104,14 +107,12 @@ static json_t *coerce(const cd_option *o, const json_t *v, char *err, size_t err
         return json_real(dv);
     }
     case CD_OPT_BOOL:
-        if (json_is_boolean(v))
-            return json_boolean(json_is_true(v));
+        if (json_is_boolean(v)) return json_boolean(json_is_true(v));
         if (s && (strcmp(s, "true") == 0 || strcmp(s, "false") == 0))
             return json_boolean(strcmp(s, "true") == 0);
         break;
     case CD_OPT_STRING_LIST: {
-        if (!json_is_array(v))
-            break;
+        if (!json_is_array(v)) break;
         size_t i;
         json_t *item;
         json_array_foreach(v, i, item) {
@@ -130,8 +131,7 @@ static json_t *coerce(const cd_option *o, const json_t *v, char *err, size_t err
 }
 
 static json_t *default_value(const cd_option *o) {
-    if (!o->default_value)
-        return NULL;
+    if (!o->default_value) return NULL;
     if (o->type == CD_OPT_JSON || o->type == CD_OPT_STRING_LIST)
         return json_loads(o->default_value, JSON_DECODE_ANY, NULL);
     json_t *text = json_string(o->default_value);
@@ -166,15 +166,13 @@ int configmap_check_table(const cd_option *opts, char *errbuf, size_t errlen) {
 
 static int in_list(const char *const *list, const char *key) {
     for (; list && *list; list++)
-        if (strcmp(*list, key) == 0)
-            return 1;
+        if (strcmp(*list, key) == 0) return 1;
     return 0;
 }
 
 static const cd_option *find_option(const cd_option *opts, const char *name) {
     for (const cd_option *o = opts; o && o->name; o++)
-        if (strcmp(o->name, name) == 0)
-            return o;
+        if (strcmp(o->name, name) == 0) return o;
     return NULL;
 }
 
@@ -193,8 +191,7 @@ static int configmap_apply_impl(const cd_option *opts, const json_t *in, const c
     const char *key;
     json_t *v;
     json_object_foreach((json_t *)in, key, v) {
-        if (in_list(skip, key))
-            continue;
+        if (in_list(skip, key)) continue;
         diag_path_key(child, sizeof(child), path, key);
         const cd_option *o = find_option(opts, key);
         if (!o) {
@@ -212,8 +209,7 @@ static int configmap_apply_impl(const cd_option *opts, const json_t *in, const c
         json_object_set_new(values, key, cv);
     }
     for (const cd_option *o = opts; o && o->name; o++) {
-        if (json_object_get(values, o->name) || json_object_get(invalid, o->name))
-            continue;
+        if (json_object_get(values, o->name) || json_object_get(invalid, o->name)) continue;
         if (o->required) {
             diag_path_key(child, sizeof(child), path, o->name);
             diag_add(d, file, child, "required option missing");
@@ -221,8 +217,7 @@ static int configmap_apply_impl(const cd_option *opts, const json_t *in, const c
             continue;
         }
         json_t *dv = default_value(o);
-        if (dv)
-            json_object_set_new(values, o->name, dv);
+        if (dv) json_object_set_new(values, o->name, dv);
     }
     json_decref(invalid);
     if (errors && !partial) {
@@ -254,8 +249,7 @@ int configmap_apply_partial(const cd_option *opts, const json_t *in, const char 
 }
 
 void configmap_free(cd_config *cfg) {
-    if (!cfg)
-        return;
+    if (!cfg) return;
     json_decref(cfg->values);
     json_decref(cfg->texts);
     free(cfg);
@@ -274,8 +268,12 @@ int64_t configmap_int(const cd_config *cfg, const char *name) {
 double configmap_double(const cd_config *cfg, const char *name) {
     return json_number_value(get(cfg, name));
 }
-int configmap_bool(const cd_config *cfg, const char *name) { return json_is_true(get(cfg, name)); }
-int configmap_is_set(const cd_config *cfg, const char *name) { return get(cfg, name) != NULL; }
+int configmap_bool(const cd_config *cfg, const char *name) {
+    return json_is_true(get(cfg, name));
+}
+int configmap_is_set(const cd_config *cfg, const char *name) {
+    return get(cfg, name) != NULL;
+}
 size_t configmap_list_count(const cd_config *cfg, const char *name) {
     return json_array_size(get(cfg, name));
 }

@@ -16,8 +16,7 @@ void diag_add(diag *d, const char *file, const char *path, const char *fmt, ...)
     char *line = NULL;
     int n = (path && *path) ? asprintf(&line, "%s: %s: %s", file, path, reason)
                             : asprintf(&line, "%s: %s", file, reason);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     if (d->count == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 8;
         char **lines = realloc(d->lines, cap * sizeof(*lines));

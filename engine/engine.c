@@ -19,8 +19,7 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 kafka_producer *engine_producer(engine *e, char *errbuf, size_t errlen) {
-    if (e->producer_state == 1)
-        return &e->producer;
+    if (e->producer_state == 1) return &e->producer;
     if (e->producer_state == 2) {
         snprintf(errbuf, errlen, "producer is closed");
         return NULL;
@@ -69,8 +68,7 @@ static void engine_on_signal(uv_signal_t *h, int signum) {
             pipeline_force_stop(e->pipelines[i]);
         return;
     }
-    LOG_INFO("%s: draining (grace %" PRId64 " ms)", strsignal(signum),
-             e->conf->shutdown_grace_ms);
+    LOG_INFO("%s: draining (grace %" PRId64 " ms)", strsignal(signum), e->conf->shutdown_grace_ms);
     engine_stop(e, 0);
 }
 
@@ -111,9 +109,13 @@ int engine_start(engine *e) {
     return 0;
 }
 
-static void engine_handle_closed(uv_handle_t *h) { (void)h; }
+static void engine_handle_closed(uv_handle_t *h) {
+    (void)h;
+}
 
-static void engine_producer_closed(kafka_producer *p) { (void)p; }
+static void engine_producer_closed(kafka_producer *p) {
+    (void)p;
+}
 
 static void engine_close_all(engine *e) {
     uv_timer_stop(&e->grace_timer);
@@ -130,13 +132,11 @@ static void engine_close_all(engine *e) {
 
 void engine_pipeline_stopped(engine *e, pipeline *pl) {
     e->pipelines_stopped++;
-    if (e->stopping && e->pipelines_stopped == e->pipeline_count)
-        engine_close_all(e);
+    if (e->stopping && e->pipelines_stopped == e->pipeline_count) engine_close_all(e);
 }
 
 void engine_stop(engine *e, int exit_code) {
-    if (e->stopping)
-        return;
+    if (e->stopping) return;
     e->stopping = 1;
     e->exit_code = exit_code;
     uv_timer_start(&e->grace_timer, engine_on_grace, (uint64_t)e->conf->shutdown_grace_ms, 0);
@@ -173,8 +173,7 @@ void engine_free(engine *e) {
 /* Loads engine config, plugins and pipelines; errors go to d. */
 static engine_conf *engine_load(const char *path, plugin_registry *r, diag *d) {
     engine_conf *conf = NULL;
-    if (engine_conf_load(path, d, &conf) != 0)
-        return NULL;
+    if (engine_conf_load(path, d, &conf) != 0) return NULL;
     log_set_level(conf->log_level);
     char *search = plugin_search_path(conf->plugin_path);
     plugin_registry_discover(r, search);

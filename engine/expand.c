@@ -26,8 +26,7 @@ static int sbuf_put(sbuf *b, const char *s, size_t n) {
         while (cap < b->len + n + 1)
             cap *= 2;
         char *p = realloc(b->p, cap);
-        if (!p)
-            return -1;
+        if (!p) return -1;
         b->p = p;
         b->cap = cap;
     }
@@ -38,8 +37,7 @@ static int sbuf_put(sbuf *b, const char *s, size_t n) {
 }
 
 static int is_env_name(const char *s, size_t n) {
-    if (n == 0 || !(isupper((unsigned char)s[0]) || s[0] == '_'))
-        return 0;
+    if (n == 0 || !(isupper((unsigned char)s[0]) || s[0] == '_')) return 0;
     for (size_t i = 1; i < n; i++)
         if (!(isupper((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '_'))
             return 0;
@@ -64,12 +62,9 @@ static char *read_file_trimmed(const char *path, char *errbuf, size_t errlen) {
         }
     }
     fclose(f);
-    if (!b.p && sbuf_put(&b, "", 0) < 0)
-        return NULL;
-    if (b.len && b.p[b.len - 1] == '\n')
-        b.p[--b.len] = '\0';
-    if (b.len && b.p[b.len - 1] == '\r')
-        b.p[--b.len] = '\0';
+    if (!b.p && sbuf_put(&b, "", 0) < 0) return NULL;
+    if (b.len && b.p[b.len - 1] == '\n') b.p[--b.len] = '\0';
+    if (b.len && b.p[b.len - 1] == '\r') b.p[--b.len] = '\0';
     return b.p;
 }
 
@@ -89,8 +84,7 @@ static int expand_ref(const char *ref, size_t n, char **out, char *errbuf, size_
     }
     if (n >= 7 && strncmp(ref, "secret:", 7) == 0) {
         char *secret_ref = strndup(ref + 7, n - 7);
-        if (!secret_ref)
-            return -1;
+        if (!secret_ref) return -1;
         if (!secret_fn) {
             snprintf(errbuf, errlen,
                      "${secret:%s}: no secrets resolver is configured in this engine", secret_ref);
@@ -110,8 +104,7 @@ static int expand_ref(const char *ref, size_t n, char **out, char *errbuf, size_
             break;
         }
     }
-    if (!is_env_name(ref, name_len) || name_len >= sizeof(name))
-        return 0;
+    if (!is_env_name(ref, name_len) || name_len >= sizeof(name)) return 0;
     memcpy(name, ref, name_len);
     name[name_len] = '\0';
     const char *v = getenv(name);
@@ -131,12 +124,10 @@ static int expand_ref(const char *ref, size_t n, char **out, char *errbuf, size_
 char *expand_string(const char *in, char *errbuf, size_t errlen) {
     sbuf b = {0};
     const char *p = in;
-    if (sbuf_put(&b, "", 0) < 0)
-        goto oom;
+    if (sbuf_put(&b, "", 0) < 0) goto oom;
     while (*p) {
         if (p[0] == '$' && p[1] == '$' && p[2] == '{') {
-            if (sbuf_put(&b, "${", 2) < 0)
-                goto oom;
+            if (sbuf_put(&b, "${", 2) < 0) goto oom;
             p += 3;
             continue;
         }
@@ -153,17 +144,16 @@ char *expand_string(const char *in, char *errbuf, size_t errlen) {
                 free(b.p);
                 return NULL;
             }
-            int put = r == 0 ? sbuf_put(&b, p, (size_t)(end - p + 1)) : sbuf_put(&b, val, strlen(val));
+            int put =
+                r == 0 ? sbuf_put(&b, p, (size_t)(end - p + 1)) : sbuf_put(&b, val, strlen(val));
             free(val);
-            if (put < 0)
-                goto oom;
+            if (put < 0) goto oom;
             p = end + 1;
             continue;
         }
         const char *next = strchr(p + 1, '$');
         size_t n = next ? (size_t)(next - p) : strlen(p);
-        if (sbuf_put(&b, p, n) < 0)
-            goto oom;
+        if (sbuf_put(&b, p, n) < 0) goto oom;
         p += n;
     }
     return b.p;
@@ -192,8 +182,7 @@ int expand_json(json_t *root, const char *file, const char *path, diag *d) {
         }
     } else if (json_is_string(root)) {
         const char *s = json_string_value(root);
-        if (!strstr(s, "${"))
-            return 0;
+        if (!strstr(s, "${")) return 0;
         char err[512];
         char *out = expand_string(s, err, sizeof(err));
         if (!out) {

@@ -20,8 +20,7 @@ void instance_init(cd_instance *inst, engine *e, pipeline *pl, const char *pipel
     inst->pipeline_name = strdup(pipeline_name);
     inst->name = strdup(name);
     if (*name) {
-        if (asprintf(&inst->prefix, "%s/%s", pipeline_name, name) < 0)
-            inst->prefix = NULL;
+        if (asprintf(&inst->prefix, "%s/%s", pipeline_name, name) < 0) inst->prefix = NULL;
     } else {
         inst->prefix = strdup(pipeline_name);
     }
@@ -37,7 +36,9 @@ void instance_release(cd_instance *inst) {
     memset(inst, 0, sizeof(*inst));
 }
 
-static uv_loop_t *host_loop(const cd_instance *inst) { return inst->eng->loop; }
+static uv_loop_t *host_loop(const cd_instance *inst) {
+    return inst->eng->loop;
+}
 
 static void host_log(const cd_instance *inst, cd_log_level level, const char *fmt, ...) {
     va_list ap;
@@ -50,8 +51,12 @@ static int host_log_enabled(const cd_instance *inst, cd_log_level level) {
     return level <= log_get_level();
 }
 
-static const char *host_pipeline_name(const cd_instance *inst) { return inst->pipeline_name; }
-static const char *host_instance_name(const cd_instance *inst) { return inst->name; }
+static const char *host_pipeline_name(const cd_instance *inst) {
+    return inst->pipeline_name;
+}
+static const char *host_instance_name(const cd_instance *inst) {
+    return inst->name;
+}
 
 static cd_metric *host_metric_register(cd_instance *inst, cd_metric_type type, const char *name,
                                        const char *help) {
@@ -64,8 +69,7 @@ static cd_metric *host_metric_register(cd_instance *inst, cd_metric_type type, c
         snprintf(labels, sizeof(labels), "%s", l1);
     }
     cd_metric *m = metrics_register(&inst->eng->metrics, type, name, help, labels);
-    if (!m)
-        return NULL;
+    if (!m) return NULL;
     cd_metric **arr = realloc(inst->metrics, (inst->metric_count + 1) * sizeof(*arr));
     if (!arr) {
         metrics_unregister(&inst->eng->metrics, m);
@@ -81,8 +85,7 @@ static int host_produce(cd_instance *inst, const char *topic, const void *key, s
                         size_t header_count, cd_produce_cb cb, void *opaque, char *errbuf,
                         size_t errlen) {
     kafka_producer *p = engine_producer(inst->eng, errbuf, errlen);
-    if (!p)
-        return CD_ERR_IO;
+    if (!p) return CD_ERR_IO;
     rd_kafka_headers_t *h = NULL;
     if (header_count) {
         h = rd_kafka_headers_new(header_count);

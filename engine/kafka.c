@@ -30,8 +30,7 @@ int kafka_queue_watch_start(kafka_queue_watch *w, uv_loop_t *loop, rd_kafka_queu
     w->queue = q;
     w->on_ready = on_ready;
     int r = uv_poll_init(loop, &w->poll, w->fds[0]);
-    if (r == 0)
-        r = uv_poll_start(&w->poll, UV_READABLE, kafka_queue_on_poll);
+    if (r == 0) r = uv_poll_start(&w->poll, UV_READABLE, kafka_queue_on_poll);
     if (r < 0) {
         snprintf(errbuf, errlen, "uv_poll: %s", uv_strerror(r));
         close(w->fds[0]);
@@ -50,13 +49,11 @@ static void kafka_queue_on_close(uv_handle_t *h) {
     kafka_queue_watch *w = container_of((uv_poll_t *)h, kafka_queue_watch, poll);
     close(w->fds[0]);
     close(w->fds[1]);
-    if (w->on_closed)
-        w->on_closed(w);
+    if (w->on_closed) w->on_closed(w);
 }
 
 void kafka_queue_watch_close(kafka_queue_watch *w, void (*on_closed)(kafka_queue_watch *w)) {
-    if (w->queue)
-        rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
+    if (w->queue) rd_kafka_queue_io_event_enable(w->queue, -1, NULL, 0);
     w->on_closed = on_closed;
     uv_close((uv_handle_t *)&w->poll, kafka_queue_on_close);
 }
@@ -65,8 +62,7 @@ int kafka_conf_apply(rd_kafka_conf_t *conf, const json_t *props, char *errbuf, s
     const char *key;
     json_t *v;
     char err[512];
-    if (!props)
-        return 0;
+    if (!props) return 0;
     json_object_foreach((json_t *)props, key, v) {
         if (rd_kafka_conf_set(conf, key, json_string_value(v), err, sizeof(err)) !=
             RD_KAFKA_CONF_OK) {
@@ -88,20 +84,22 @@ void kafka_conf_force(rd_kafka_conf_t *conf, const json_t *props, const char *na
 
 static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug. */
-    cd_log_level l = level <= 3 ? CD_LOG_ERROR : level == 4 ? CD_LOG_WARN
-                                             : level <= 6   ? CD_LOG_INFO
-                                                            : CD_LOG_DEBUG;
+    cd_log_level l = level <= 3   ? CD_LOG_ERROR
+                     : level == 4 ? CD_LOG_WARN
+                     : level <= 6 ? CD_LOG_INFO
+                                  : CD_LOG_DEBUG;
     log_msg(l, "kafka", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
-void kafka_conf_set_logger(rd_kafka_conf_t *conf) { rd_kafka_conf_set_log_cb(conf, kafka_log_cb); }
+void kafka_conf_set_logger(rd_kafka_conf_t *conf) {
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+}
 
 void kafka_describe_listener(const json_t *props, char *out, size_t outlen) {
     const char *bs = json_string_value(json_object_get(props, "bootstrap.servers"));
     const char *proto = json_string_value(json_object_get(props, "security.protocol"));
     const char *mech = json_string_value(json_object_get(props, "sasl.mechanisms"));
-    if (!mech)
-        mech = json_string_value(json_object_get(props, "sasl.mechanism"));
+    if (!mech) mech = json_string_value(json_object_get(props, "sasl.mechanism"));
     snprintf(out, outlen, "%s (%s%s%s)", bs ? bs : "(no bootstrap.servers)",
              proto ? proto : "PLAINTEXT", mech ? ", " : "", mech ? mech : "");
 }
@@ -115,8 +113,7 @@ typedef struct produce_req {
 
 static void kafka_producer_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     produce_req *req = m->_private;
-    if (!req)
-        return;
+    if (!req) return;
     req->p->inflight--;
     if (m->err)
         req->cb(req->opaque, CD_ERR_IO, rd_kafka_err2str(m->err), m->partition, -1);
@@ -179,8 +176,7 @@ int kafka_producer_send(kafka_producer *p, const char *topic, int32_t partition,
                         rd_kafka_headers_t *headers, cd_produce_cb cb, void *opaque, char *errbuf,
                         size_t errlen) {
     if (p->closing) {
-        if (headers)
-            rd_kafka_headers_destroy(headers);
+        if (headers) rd_kafka_headers_destroy(headers);
         snprintf(errbuf, errlen, "producer is closing");
         return CD_ERR_BUSY;
     }
@@ -190,20 +186,19 @@ int kafka_producer_send(kafka_producer *p, const char *topic, int32_t partition,
     req->p = p;
     rd_kafka_resp_err_t err;
     if (headers)
-        err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                                RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(req),
-                                RD_KAFKA_V_END);
+        err = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
+            RD_KAFKA_V_OPAQUE(req), RD_KAFKA_V_END);
     else
-        err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                                RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(req),
-                                RD_KAFKA_V_END);
+        err = rd_kafka_producev(
+            p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(req), RD_KAFKA_V_END);
     if (err) {
         /* On failure the headers were not taken. */
-        if (headers)
-            rd_kafka_headers_destroy(headers);
+        if (headers) rd_kafka_headers_destroy(headers);
         free(req);
         snprintf(errbuf, errlen, "%s", rd_kafka_err2str(err));
         return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? CD_ERR_BUSY : CD_ERR_IO;
@@ -220,8 +215,7 @@ static void kafka_producer_watch_closed(kafka_queue_watch *w) {
     w->queue = NULL;
     rd_kafka_destroy(p->rk);
     p->rk = NULL;
-    if (p->on_closed)
-        p->on_closed(p);
+    if (p->on_closed) p->on_closed(p);
 }
 
 static void kafka_producer_timer_closed(uv_handle_t *h) {
@@ -244,8 +238,7 @@ static void kafka_producer_close_tick(uv_timer_t *t) {
     kafka_producer *p = container_of(t, kafka_producer, close_timer);
     while (rd_kafka_poll(p->rk, 0) > 0)
         ;
-    if (p->inflight == 0 || uv_now(t->loop) >= p->close_deadline)
-        kafka_producer_finish(p);
+    if (p->inflight == 0 || uv_now(t->loop) >= p->close_deadline) kafka_producer_finish(p);
 }
 
 void kafka_producer_close(kafka_producer *p, uint64_t timeout_ms,

@@ -17,12 +17,11 @@ void log_msg(cd_log_level level, const char *prefix, const char *fmt, ...) CD_PR
 void log_vmsg(cd_log_level level, const char *prefix, const char *fmt, va_list ap);
 
 #define LOG_ERROR(...) log_msg(CD_LOG_ERROR, NULL, __VA_ARGS__)
-#define LOG_WARN(...) log_msg(CD_LOG_WARN, NULL, __VA_ARGS__)
-#define LOG_INFO(...) log_msg(CD_LOG_INFO, NULL, __VA_ARGS__)
+#define LOG_WARN(...)  log_msg(CD_LOG_WARN, NULL, __VA_ARGS__)
+#define LOG_INFO(...)  log_msg(CD_LOG_INFO, NULL, __VA_ARGS__)
 #define LOG_DEBUG(...)                                                                             \
     do {                                                                                           \
-        if (log_get_level() >= CD_LOG_DEBUG)                                                       \
-            log_msg(CD_LOG_DEBUG, NULL, __VA_ARGS__);                                              \
+        if (log_get_level() >= CD_LOG_DEBUG) log_msg(CD_LOG_DEBUG, NULL, __VA_ARGS__);             \
     } while (0)
 
 #endif

@@ -25,14 +25,12 @@ static int usage(FILE *f) {
 
 static const char *config_arg(int argc, char **argv) {
     for (int i = 2; i + 1 < argc; i++)
-        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
-            return argv[i + 1];
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) return argv[i + 1];
     return NULL;
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2)
-        return usage(stderr);
+    if (argc < 2) return usage(stderr);
     const char *cmd = argv[1];
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
         printf("connectd %s (plugin ABI %d.%d, librdkafka %s, libuv %s)\n", CONNECTD_VERSION,
@@ -42,10 +40,8 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0)
         return usage(stdout);
-    if (strcmp(cmd, "broker") == 0)
-        return cli_broker(argc - 2, argv + 2);
-    if (strcmp(cmd, "plugins") == 0)
-        return cli_plugins(config_arg(argc, argv));
+    if (strcmp(cmd, "broker") == 0) return cli_broker(argc - 2, argv + 2);
+    if (strcmp(cmd, "plugins") == 0) return cli_plugins(config_arg(argc, argv));
     const char *config = config_arg(argc, argv);
     if (strcmp(cmd, "run") == 0 || strcmp(cmd, "validate") == 0) {
         if (!config) {

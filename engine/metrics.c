@@ -8,8 +8,7 @@
 cd_metric *metrics_register(metrics_registry *r, cd_metric_type type, const char *name,
                             const char *help, const char *labels) {
     cd_metric *m = calloc(1, sizeof(*m));
-    if (!m)
-        return NULL;
+    if (!m) return NULL;
     m->name = strdup(name);
     m->help = strdup(help ? help : "");
     m->labels = strdup(labels ? labels : "");
@@ -17,8 +16,7 @@ cd_metric *metrics_register(metrics_registry *r, cd_metric_type type, const char
     /* Keep metrics of one name together: insert after the last of its name. */
     cd_metric **pos = &r->head, **after = NULL;
     for (; *pos; pos = &(*pos)->next)
-        if (strcmp((*pos)->name, name) == 0)
-            after = &(*pos)->next;
+        if (strcmp((*pos)->name, name) == 0) after = &(*pos)->next;
     pos = after ? after : pos;
     m->next = *pos;
     *pos = m;
@@ -43,21 +41,18 @@ void metrics_unregister(metrics_registry *r, cd_metric *m) {
 }
 
 void metrics_add(cd_metric *m, double delta) {
-    if (m)
-        m->value += delta;
+    if (m) m->value += delta;
 }
 
 void metrics_set(cd_metric *m, double value) {
-    if (m)
-        m->value = value;
+    if (m) m->value = value;
 }
 
 char *metrics_render(const metrics_registry *r) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     const char *last = NULL;
     for (const cd_metric *m = r->head; m; m = m->next) {
         if (!last || strcmp(last, m->name) != 0) {
@@ -97,7 +92,6 @@ void metrics_label(char *out, size_t outlen, const char *key, const char *value)
             out[n++] = *p;
         }
     }
-    if (n + 1 < outlen)
-        out[n++] = '"';
+    if (n + 1 < outlen) out[n++] = '"';
     out[n < outlen ? n : outlen - 1] = '\0';
 }

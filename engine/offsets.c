@@ -12,8 +12,7 @@ void offset_window_init(offset_window *w) {
 void offset_window_free(offset_window *w, offset_release_fn release, void *opaque) {
     for (size_t i = 0; i < w->count; i++) {
         offset_entry *e = &w->ring[(w->head + i) % w->cap];
-        if (release)
-            release(e->data, opaque);
+        if (release) release(e->data, opaque);
     }
     free(w->ring);
     w->ring = NULL;
@@ -23,8 +22,7 @@ void offset_window_free(offset_window *w, offset_release_fn release, void *opaqu
 static int offset_window_grow(offset_window *w) {
     size_t cap = w->cap ? w->cap * 2 : 64;
     offset_entry *ring = malloc(cap * sizeof(*ring));
-    if (!ring)
-        return -1;
+    if (!ring) return -1;
     for (size_t i = 0; i < w->count; i++)
         ring[i] = w->ring[(w->head + i) % w->cap];
     free(w->ring);
@@ -44,47 +42,38 @@ static int offset_window_pop_done(offset_window *w, offset_release_fn release, v
         w->count--;
         w->base_seq++;
         released++;
-        if (release)
-            release(data, opaque);
+        if (release) release(data, opaque);
     }
-    if (w->count)
-        w->next_commit = w->ring[w->head].offset;
+    if (w->count) w->next_commit = w->ring[w->head].offset;
     return released;
 }
 
 uint64_t offset_window_push(offset_window *w, int64_t offset, void *data, uint32_t pending) {
-    if (pending == 0)
-        return UINT64_MAX;
+    if (pending == 0) return UINT64_MAX;
     if (w->count) {
-        if (offset <= w->ring[(w->head + w->count - 1) % w->cap].offset)
-            return UINT64_MAX;
+        if (offset <= w->ring[(w->head + w->count - 1) % w->cap].offset) return UINT64_MAX;
     } else if (w->next_commit >= 0 && offset < w->next_commit) {
         return UINT64_MAX;
     }
-    if (w->count == w->cap && offset_window_grow(w) < 0)
-        return UINT64_MAX;
+    if (w->count == w->cap && offset_window_grow(w) < 0) return UINT64_MAX;
     uint64_t seq = w->base_seq + w->count;
     offset_entry *e = &w->ring[(w->head + w->count) % w->cap];
     e->offset = offset;
     e->data = data;
     e->pending = pending;
     w->count++;
-    if (w->count == 1)
-        w->next_commit = offset;
+    if (w->count == 1) w->next_commit = offset;
     return seq;
 }
 
 offset_entry *offset_window_get(offset_window *w, uint64_t seq) {
-    if (seq < w->base_seq || seq >= w->base_seq + w->count)
-        return NULL;
+    if (seq < w->base_seq || seq >= w->base_seq + w->count) return NULL;
     return &w->ring[(w->head + (seq - w->base_seq)) % w->cap];
 }
 
 int offset_window_ack(offset_window *w, uint64_t seq, offset_release_fn release, void *opaque) {
     offset_entry *e = offset_window_get(w, seq);
-    if (!e || e->pending == 0)
-        return -1;
-    if (--e->pending > 0 || seq != w->base_seq)
-        return 0;
+    if (!e || e->pending == 0) return -1;
+    if (--e->pending > 0 || seq != w->base_seq) return 0;
     return offset_window_pop_done(w, release, opaque);
 }

@@ -16,7 +16,7 @@
 
 typedef struct offset_entry {
     int64_t offset;
-    void *data;      /* caller's record; released through the release callback */
+    void *data;       /* caller's record; released through the release callback */
     uint32_t pending; /* acks still missing */
 } offset_entry;
 
@@ -41,7 +41,9 @@ uint64_t offset_window_push(offset_window *w, int64_t offset, void *data, uint32
 /* The entry with sequence number seq, or NULL once it left the window. */
 offset_entry *offset_window_get(offset_window *w, uint64_t seq);
 /* One past the newest sequence number. */
-static inline uint64_t offset_window_end(const offset_window *w) { return w->base_seq + w->count; }
+static inline uint64_t offset_window_end(const offset_window *w) {
+    return w->base_seq + w->count;
+}
 
 /* One ack for seq.  When that completes a prefix, entries leave the window
  * (release is called for each) and the watermark advances.  Returns the
@@ -51,6 +53,8 @@ int offset_window_ack(offset_window *w, uint64_t seq, offset_release_fn release,
 
 /* Offset to commit (the next one to consume), or -1 when nothing was ever
  * pushed. */
-static inline int64_t offset_window_watermark(const offset_window *w) { return w->next_commit; }
+static inline int64_t offset_window_watermark(const offset_window *w) {
+    return w->next_commit;
+}
 
 #endif

@@ -32,8 +32,8 @@ typedef struct pl_msg {
     uint64_t done_mask; /* bit i: sink i is done with this record */
     uint64_t arrived_ms;
     size_t bytes;
-    json_t *doc;   /* parsed value, kept only when a sink has `when` */
-    char *error;   /* set when the record failed before any sink */
+    json_t *doc; /* parsed value, kept only when a sink has `when` */
+    char *error; /* set when the record failed before any sink */
 } pl_msg;
 
 /* One sink's progress through one partition. */
@@ -53,7 +53,7 @@ struct pl_partition {
     pl_lane *lanes;
     int64_t committed; /* last offset we committed (-1: none) */
     size_t bytes;
-    int paused;       /* by backpressure */
+    int paused; /* by backpressure */
     int revoking;
     uint64_t stop_seq; /* FAILED: records from here on are not dispatched */
     size_t dlq_inflight;
@@ -144,17 +144,19 @@ static void pl_check_drained(pipeline *pl);
 static void pl_schedule(pipeline *pl, uint64_t due_ms);
 
 const char *pipeline_state_name(pipeline_state s) {
-    static const char *names[] = {"STARTING", "RUNNING", "PAUSED",
-                                  "FAILED",   "DRAINING", "STOPPED"};
+    static const char *names[] = {"STARTING", "RUNNING", "PAUSED", "FAILED", "DRAINING", "STOPPED"};
     return names[s];
 }
 
-pipeline_state pipeline_get_state(const pipeline *pl) { return pl->state; }
-const char *pipeline_name(const pipeline *pl) { return pl->conf->name; }
+pipeline_state pipeline_get_state(const pipeline *pl) {
+    return pl->state;
+}
+const char *pipeline_name(const pipeline *pl) {
+    return pl->conf->name;
+}
 
 static void pl_set_state(pipeline *pl, pipeline_state s, const char *reason) {
-    if (pl->state == s)
-        return;
+    if (pl->state == s) return;
     if (reason)
         log_msg(s == PIPELINE_FAILED ? CD_LOG_ERROR : CD_LOG_INFO, pl->conf->name,
                 "state %s -> %s: %s", pipeline_state_name(pl->state), pipeline_state_name(s),
@@ -171,26 +173,22 @@ int64_t pipeline_backoff_ms(const retry_policy *r, int64_t attempt, int64_t hint
     int64_t cap = r->initial_ms;
     for (int64_t i = 1; i < attempt && cap < r->max_ms; i++)
         cap *= 2;
-    if (cap > r->max_ms)
-        cap = r->max_ms;
+    if (cap > r->max_ms) cap = r->max_ms;
     int64_t delay = (int64_t)((uint64_t)random % (uint64_t)(cap + 1));
-    if (hint_ms > delay)
-        delay = hint_ms > r->max_ms ? r->max_ms : hint_ms;
+    if (hint_ms > delay) delay = hint_ms > r->max_ms ? r->max_ms : hint_ms;
     return delay;
 }
 
 /* ----------------------------------------------------------- partitions */
 static pl_partition *pl_partition_find(pipeline *pl, const char *topic, int32_t partition) {
     for (pl_partition *p = pl->parts; p; p = p->next)
-        if (p->partition == partition && strcmp(p->topic, topic) == 0)
-            return p;
+        if (p->partition == partition && strcmp(p->topic, topic) == 0) return p;
     return NULL;
 }
 
 static pl_partition *pl_partition_add(pipeline *pl, const char *topic, int32_t partition) {
     pl_partition *p = pl_partition_find(pl, topic, partition);
-    if (p)
-        return p;
+    if (p) return p;
     p = calloc(1, sizeof(*p));
     p->topic = strdup(topic);
     p->partition = partition;
@@ -215,11 +213,9 @@ static void pl_msg_free(void *data, void *opaque) {
 }
 
 static int pl_partition_busy(const pl_partition *p, size_t sink_count) {
-    if (p->dlq_inflight)
-        return 1;
+    if (p->dlq_inflight) return 1;
     for (size_t i = 0; i < sink_count; i++)
-        if (p->lanes[i].inflight)
-            return 1;
+        if (p->lanes[i].inflight) return 1;
     return 0;
 }
 
@@ -263,8 +259,7 @@ static void pl_partition_remove(pipeline *pl, pl_partition *p) {
 }
 
 static void pl_orphan_check(pipeline *pl, pl_partition *p) {
-    if (pl_partition_busy(p, pl->sink_count))
-        return;
+    if (pl_partition_busy(p, pl->sink_count)) return;
     for (pl_partition **pp = &pl->orphans; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
@@ -276,8 +271,7 @@ static void pl_orphan_check(pipeline *pl, pl_partition *p) {
 
 static int pl_is_orphan(pipeline *pl, pl_partition *p) {
     for (pl_partition *o = pl->orphans; o; o = o->next)
-        if (o == p)
-            return 1;
+        if (o == p) return 1;
     return 0;
 }
 
@@ -292,8 +286,7 @@ static void pl_pause_partition(pipeline *pl, pl_partition *p, int pause) {
 }
 
 static void pl_pause_all(pipeline *pl, int pause) {
-    if (!pl->rk)
-        return;
+    if (!pl->rk) return;
     rd_kafka_topic_partition_list_t *l = NULL;
     if (rd_kafka_assignment(pl->rk, &l) == 0 && l) {
         if (pause)
@@ -313,28 +306,23 @@ static void pl_backpressure(pipeline *pl, pl_partition *p) {
                 p->bytes <= (size_t)pl->conf->max_inflight_bytes / 2;
     if (!p->paused && over) {
         p->paused = 1;
-        if (pl->state == PIPELINE_RUNNING)
-            pl_pause_partition(pl, p, 1);
-        LOG_DEBUG("%s: %s[%d] paused: %zu records, %zu bytes in flight", pl->conf->name,
-                  p->topic, p->partition, p->win.count, p->bytes);
+        if (pl->state == PIPELINE_RUNNING) pl_pause_partition(pl, p, 1);
+        LOG_DEBUG("%s: %s[%d] paused: %zu records, %zu bytes in flight", pl->conf->name, p->topic,
+                  p->partition, p->win.count, p->bytes);
     } else if (p->paused && under) {
         p->paused = 0;
-        if (pl->state == PIPELINE_RUNNING)
-            pl_pause_partition(pl, p, 0);
+        if (pl->state == PIPELINE_RUNNING) pl_pause_partition(pl, p, 0);
     }
 }
 
 /* ------------------------------------------------------------ commits */
 static void pl_commit(pipeline *pl, int revoking_only, int sync) {
-    if (!pl->rk)
-        return;
+    if (!pl->rk) return;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (pl_partition *p = pl->parts; p; p = p->next) {
-        if (revoking_only && !p->revoking)
-            continue;
+        if (revoking_only && !p->revoking) continue;
         int64_t wm = offset_window_watermark(&p->win);
-        if (wm < 0 || wm <= p->committed)
-            continue;
+        if (wm < 0 || wm <= p->committed) continue;
         rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = wm;
     }
     if (l->cnt > 0) {
@@ -344,8 +332,7 @@ static void pl_commit(pipeline *pl, int revoking_only, int sync) {
         } else {
             for (int i = 0; i < l->cnt; i++) {
                 pl_partition *p = pl_partition_find(pl, l->elems[i].topic, l->elems[i].partition);
-                if (p)
-                    p->committed = l->elems[i].offset;
+                if (p) p->committed = l->elems[i].offset;
                 LOG_DEBUG("%s: commit %s[%d]@%" PRId64, pl->conf->name, l->elems[i].topic,
                           l->elems[i].partition, l->elems[i].offset);
             }
@@ -358,15 +345,14 @@ static void pl_commit(pipeline *pl, int revoking_only, int sync) {
 static void pl_offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                 rd_kafka_topic_partition_list_t *offsets, void *opaque) {
     pipeline *pl = opaque;
-    if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-        return;
+    if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
     log_msg(CD_LOG_WARN, pl->conf->name, "offset commit failed: %s (will retry)",
             rd_kafka_err2str(err));
     /* Forget what we thought was committed so the next tick sends it again. */
     for (int i = 0; offsets && i < offsets->cnt; i++) {
-        pl_partition *p = pl_partition_find(pl, offsets->elems[i].topic, offsets->elems[i].partition);
-        if (p)
-            p->committed = -1;
+        pl_partition *p =
+            pl_partition_find(pl, offsets->elems[i].topic, offsets->elems[i].partition);
+        if (p) p->committed = -1;
     }
 }
 
@@ -384,8 +370,7 @@ static void pl_msg_ack(pipeline *pl, pl_msg *m) {
 /* Sink si is done with m (OK, filtered out, or dead-lettered). */
 static void pl_msg_sink_done(pipeline *pl, pl_msg *m, size_t si) {
     uint64_t bit = (uint64_t)1 << si;
-    if (m->done_mask & bit)
-        return;
+    if (m->done_mask & bit) return;
     m->done_mask |= bit;
     pl_msg_ack(pl, m);
 }
@@ -395,20 +380,15 @@ static void pl_msg_sink_done(pipeline *pl, pl_msg *m, size_t si) {
  * nothing after it, and nothing new in other partitions, is dispatched. */
 static void pl_fail(pipeline *pl, pl_msg *m, const char *fmt, ...) CD_PRINTF(3, 4);
 static void pl_fail(pipeline *pl, pl_msg *m, const char *fmt, ...) {
-    if (m && m->seq < m->part->stop_seq)
-        m->part->stop_seq = m->seq;
-    if (pl->state == PIPELINE_FAILED)
-        return;
+    if (m && m->seq < m->part->stop_seq) m->part->stop_seq = m->seq;
+    if (pl->state == PIPELINE_FAILED) return;
     for (pl_partition *p = pl->parts; p; p = p->next) {
-        if (m && p == m->part)
-            continue;
+        if (m && p == m->part) continue;
         /* Lanes may have different cursors; the slowest bounds what goes out. */
         uint64_t lowest = offset_window_end(&p->win);
         for (size_t i = 0; i < pl->sink_count; i++)
-            if (p->lanes[i].next_seq < lowest)
-                lowest = p->lanes[i].next_seq;
-        if (lowest < p->stop_seq)
-            p->stop_seq = lowest;
+            if (p->lanes[i].next_seq < lowest) lowest = p->lanes[i].next_seq;
+        if (lowest < p->stop_seq) p->stop_seq = lowest;
     }
     char reason[1024];
     va_list ap;
@@ -454,8 +434,7 @@ static void pl_dlq_done(void *opaque, int status, const char *errmsg, int32_t pa
         p->dlq_inflight--;
         free(d->reason);
         free(d);
-        if (pl_is_orphan(pl, p))
-            pl_orphan_check(pl, p);
+        if (pl_is_orphan(pl, p)) pl_orphan_check(pl, p);
         pl_check_drained(pl);
         return;
     }
@@ -501,16 +480,14 @@ static void pl_dlq_send(pl_dlq *d) {
                                 d->msg->rec.key, d->msg->rec.key_len, d->msg->rec.value,
                                 d->msg->rec.value_len, pl_dlq_headers(d), pl_dlq_done, d, err,
                                 sizeof(err));
-    if (r < 0)
-        pl_dlq_done(d, r, err, -1, -1);
+    if (r < 0) pl_dlq_done(d, r, err, -1, -1);
 }
 
 /* A record failed for good at sink si (-1: before any sink). */
 static void pl_record_failed(pipeline *pl, pl_msg *m, int si, const char *cls, const char *reason,
                              int64_t attempts) {
     const char *sink = si >= 0 ? pl->sinks[si].conf->name : "(engine)";
-    if (si >= 0)
-        metrics_add(pl->sinks[si].m_failed, 1);
+    if (si >= 0) metrics_add(pl->sinks[si].m_failed, 1);
     if (pl->conf->tolerance == ERRORS_NONE) {
         pl_fail(pl, m, "sink %s: record %s[%d]@%" PRId64 ": %s (errors.tolerance is none)", sink,
                 m->rec.topic, m->rec.partition, m->rec.offset, reason);
@@ -580,8 +557,7 @@ static void pl_batch_complete(pl_batch *b) {
         /* Rewind to the first record to retry; the OK ones after it are
          * marked done and will be skipped, so nothing is written twice. */
         const char *why = b->reasons[first_retry] ? b->reasons[first_retry] : "retry requested";
-        if (lane->attempts == 0)
-            lane->first_failure_ms = now;
+        if (lane->attempts == 0) lane->first_failure_ms = now;
         lane->attempts++;
         free(lane->last_error);
         lane->last_error = strdup(why);
@@ -598,8 +574,8 @@ static void pl_batch_complete(pl_batch *b) {
                 if (b->outcomes[i] == CD_RECORD_RETRY)
                     pl_record_failed(pl, b->msgs[i], (int)b->sink, "retriable", reason, attempts);
         } else {
-            int64_t delay = pipeline_backoff_ms(rp, lane->attempts, b->retry_hint_ms,
-                                                (uint32_t)rand());
+            int64_t delay =
+                pipeline_backoff_ms(rp, lane->attempts, b->retry_hint_ms, (uint32_t)rand());
             lane->next_seq = b->msgs[first_retry]->seq;
             lane->retry_at_ms = now + (uint64_t)delay;
             log_msg(CD_LOG_WARN, s->inst.prefix,
@@ -612,14 +588,13 @@ static void pl_batch_complete(pl_batch *b) {
     }
     pl_batch_free(b);
     pl_backpressure(pl, p);
-    if (!pl->stopping)
-        pl_dispatch_lane(pl, p, (size_t)(s - pl->sinks));
+    if (!pl->stopping) pl_dispatch_lane(pl, p, (size_t)(s - pl->sinks));
     pl_check_revoke(pl);
     pl_check_drained(pl);
 }
 
-void pipeline_record_done(cd_batch *batch, size_t index, cd_outcome outcome,
-                          int64_t retry_after_ms, const char *reason) {
+void pipeline_record_done(cd_batch *batch, size_t index, cd_outcome outcome, int64_t retry_after_ms,
+                          const char *reason) {
     pl_batch *b = batch->engine_private;
     if (index >= b->b.count || b->outcomes[index] != (cd_outcome)-1) {
         log_msg(CD_LOG_ERROR, b->pl->sinks[b->sink].inst.prefix,
@@ -629,12 +604,10 @@ void pipeline_record_done(cd_batch *batch, size_t index, cd_outcome outcome,
     if (outcome != CD_RECORD_OK && outcome != CD_RECORD_RETRY && outcome != CD_RECORD_FATAL)
         outcome = CD_RECORD_FATAL;
     b->outcomes[index] = outcome;
-    if (reason && outcome != CD_RECORD_OK)
-        b->reasons[index] = strdup(reason);
+    if (reason && outcome != CD_RECORD_OK) b->reasons[index] = strdup(reason);
     if (outcome == CD_RECORD_RETRY && retry_after_ms > b->retry_hint_ms)
         b->retry_hint_ms = retry_after_ms;
-    if (--b->remaining == 0)
-        pl_batch_complete(b);
+    if (--b->remaining == 0) pl_batch_complete(b);
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -665,29 +638,24 @@ static void pl_timer_fire(uv_timer_t *t) {
 }
 
 static void pl_schedule(pipeline *pl, uint64_t due_ms) {
-    if (!pl->timers_open)
-        return;
+    if (!pl->timers_open) return;
     uint64_t now = uv_now(pl->eng->loop);
-    if (pl->dispatch_due_ms && pl->dispatch_due_ms <= due_ms)
-        return;
+    if (pl->dispatch_due_ms && pl->dispatch_due_ms <= due_ms) return;
     pl->dispatch_due_ms = due_ms;
     uv_timer_start(&pl->dispatch_timer, pl_timer_fire, due_ms > now ? due_ms - now : 0, 0);
 }
 
 static int pl_when_matches(pipeline *pl, const pl_sink *s, pl_msg *m) {
-    if (!s->conf->when)
-        return 1;
+    if (!s->conf->when) return 1;
     return condition_eval(s->conf->when, m->doc);
 }
 
 static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
     pl_lane *lane = &p->lanes[si];
     pl_sink *s = &pl->sinks[si];
-    if (lane->inflight || p->revoking || pl->forced || (pl->stopping && !pl->flushing))
-        return;
+    if (lane->inflight || p->revoking || pl->forced || (pl->stopping && !pl->flushing)) return;
     uint64_t end = offset_window_end(&p->win);
-    if (pl->state == PIPELINE_FAILED && p->stop_seq < end)
-        end = p->stop_seq;
+    if (pl->state == PIPELINE_FAILED && p->stop_seq < end) end = p->stop_seq;
     uint64_t now = uv_now(pl->eng->loop);
     if (lane->retry_at_ms > now) {
         pl_schedule(pl, lane->retry_at_ms);
@@ -702,17 +670,14 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
     uint64_t seq = lane->next_seq > p->win.base_seq ? lane->next_seq : p->win.base_seq;
     for (; seq < end && count < (size_t)bp->max_records; seq++) {
         offset_entry *e = offset_window_get(&p->win, seq);
-        if (!e)
-            continue;
+        if (!e) continue;
         pl_msg *m = e->data;
-        if (m->done_mask & bit)
-            continue;
+        if (m->done_mask & bit) continue;
         if (!pl_when_matches(pl, s, m)) {
             pl_msg_sink_done(pl, m, si); /* may release m */
             continue;
         }
-        if (count > 0 && bytes + m->bytes > (size_t)bp->max_bytes)
-            break;
+        if (count > 0 && bytes + m->bytes > (size_t)bp->max_bytes) break;
         if (first == UINT64_MAX) {
             first = seq;
             oldest = m->arrived_ms;
@@ -744,11 +709,9 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
     size_t n = 0;
     for (uint64_t q = first; q <= last && n < count; q++) {
         offset_entry *e = offset_window_get(&p->win, q);
-        if (!e)
-            continue;
+        if (!e) continue;
         pl_msg *m = e->data;
-        if (m->done_mask & bit)
-            continue;
+        if (m->done_mask & bit) continue;
         b->msgs[n] = m;
         b->recs[n] = m->rec;
         b->outcomes[n] = (cd_outcome)-1;
@@ -767,8 +730,8 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
         lane->inflight = 0;
         lane->next_seq = first;
         lane->attempts++;
-        lane->retry_at_ms =
-            now + (uint64_t)pipeline_backoff_ms(&s->conf->retry, lane->attempts, 0, (uint32_t)rand());
+        lane->retry_at_ms = now + (uint64_t)pipeline_backoff_ms(&s->conf->retry, lane->attempts, 0,
+                                                                (uint32_t)rand());
         log_msg(CD_LOG_WARN, s->inst.prefix, "write refused the batch (%d); retrying", r);
         pl_batch_free(b);
         pl_schedule(pl, lane->retry_at_ms);
@@ -793,8 +756,8 @@ static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
             engine_fatal(pl->eng, "%s: Kafka authentication failed on %s: %s", pl->conf->name,
                          pl->listener, errstr);
         else
-            log_msg(CD_LOG_WARN, pl->conf->name, "consumer: %s: %s",
-                    rd_kafka_err2name(rkm->err), errstr);
+            log_msg(CD_LOG_WARN, pl->conf->name, "consumer: %s: %s", rd_kafka_err2name(rkm->err),
+                    errstr);
         rd_kafka_message_destroy(rkm);
         return;
     }
@@ -841,7 +804,8 @@ static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
         json_error_t jerr;
         json_t *doc = json_loadb(rkm->payload, rkm->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
         if (!doc) {
-            if (asprintf(&m->error, "value is not JSON: %s at byte %d", jerr.text, jerr.position) < 0)
+            if (asprintf(&m->error, "value is not JSON: %s at byte %d", jerr.text, jerr.position) <
+                0)
                 m->error = NULL;
         } else if (pl->needs_doc) {
             m->doc = doc;
@@ -853,8 +817,8 @@ static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
     m->seq = offset_window_push(&p->win, rkm->offset, m, pending);
     if (m->seq == UINT64_MAX) {
         log_msg(CD_LOG_WARN, pl->conf->name,
-                "%s[%d]@%" PRId64 " arrived out of order (window at %" PRId64 "); dropped",
-                topic, rkm->partition, rkm->offset, offset_window_watermark(&p->win));
+                "%s[%d]@%" PRId64 " arrived out of order (window at %" PRId64 "); dropped", topic,
+                rkm->partition, rkm->offset, offset_window_watermark(&p->win));
         m->part->bytes += m->bytes;
         pl_msg_free(m, NULL);
         return;
@@ -875,12 +839,10 @@ static void pl_consumer_ready(kafka_queue_watch *w) {
     rd_kafka_message_t *msgs[PL_CONSUME_BATCH];
     for (;;) {
         ssize_t n = rd_kafka_consume_batch_queue(pl->queue, 0, msgs, PL_CONSUME_BATCH);
-        if (n <= 0)
-            break;
+        if (n <= 0) break;
         for (ssize_t i = 0; i < n; i++)
             pl_intake(pl, msgs[i]);
-        if (n < PL_CONSUME_BATCH)
-            break;
+        if (n < PL_CONSUME_BATCH) break;
     }
     pl_dispatch_all(pl);
 }
@@ -889,12 +851,10 @@ static void pl_consumer_ready(kafka_queue_watch *w) {
 static void pl_finish_revoke(pipeline *pl) {
     rd_kafka_topic_partition_list_t *l = pl->revoke_list;
     pl->revoke_list = NULL;
-    if (!rd_kafka_assignment_lost(pl->rk))
-        pl_commit(pl, 1, 0);
+    if (!rd_kafka_assignment_lost(pl->rk)) pl_commit(pl, 1, 0);
     for (int i = 0; l && i < l->cnt; i++) {
         pl_partition *p = pl_partition_find(pl, l->elems[i].topic, l->elems[i].partition);
-        if (p)
-            pl_partition_remove(pl, p);
+        if (p) pl_partition_remove(pl, p);
     }
     if (pl->revoke_cooperative) {
         rd_kafka_error_t *err = rd_kafka_incremental_unassign(pl->rk, l);
@@ -916,12 +876,10 @@ static void pl_finish_revoke(pipeline *pl) {
  * flight, or when the deadline passes (their records then stay uncommitted
  * and the next owner re-reads them). */
 static void pl_check_revoke(pipeline *pl) {
-    if (!pl->revoke_list)
-        return;
+    if (!pl->revoke_list) return;
     int busy = 0;
     for (pl_partition *p = pl->parts; p; p = p->next)
-        if (p->revoking && pl_partition_busy(p, pl->sink_count))
-            busy = 1;
+        if (p->revoking && pl_partition_busy(p, pl->sink_count)) busy = 1;
     if (!busy || uv_now(pl->eng->loop) >= pl->revoke_deadline_ms)
         pl_finish_revoke(pl);
     else
@@ -946,17 +904,16 @@ static void pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_assign(rk, parts);
         }
         log_msg(CD_LOG_INFO, pl->conf->name, "assigned %d partition(s)", parts->cnt);
-        if (pl->state != PIPELINE_RUNNING)
-            rd_kafka_pause_partitions(rk, parts);
+        if (pl->state != PIPELINE_RUNNING) rd_kafka_pause_partitions(rk, parts);
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         if (pl->revoke_list) /* a second revoke before the first completed */
             pl_finish_revoke(pl);
         for (int i = 0; i < parts->cnt; i++) {
-            pl_partition *p = pl_partition_find(pl, parts->elems[i].topic, parts->elems[i].partition);
-            if (p)
-                p->revoking = 1;
+            pl_partition *p =
+                pl_partition_find(pl, parts->elems[i].topic, parts->elems[i].partition);
+            if (p) p->revoking = 1;
         }
         pl->revoke_list = rd_kafka_topic_partition_list_copy(parts);
         pl->revoke_cooperative = cooperative;
@@ -995,15 +952,14 @@ pipeline *pipeline_new(engine *e, const pipeline_conf *pc) {
     pl->conf = pc;
     pl->state = PIPELINE_STARTING;
     instance_init(&pl->pl_inst, e, pl, pc->name, "");
-    pl->m_records_in = engine_host.metric_register(&pl->pl_inst, CD_METRIC_COUNTER,
-                                                   "connectd_records_in_total",
-                                                   "records consumed by the pipeline");
+    pl->m_records_in =
+        engine_host.metric_register(&pl->pl_inst, CD_METRIC_COUNTER, "connectd_records_in_total",
+                                    "records consumed by the pipeline");
     pl->m_dead_lettered = engine_host.metric_register(
         &pl->pl_inst, CD_METRIC_COUNTER, "connectd_records_dead_lettered_total",
         "records that failed for good (dead-lettered or skipped)");
-    pl->m_commits = engine_host.metric_register(&pl->pl_inst, CD_METRIC_COUNTER,
-                                                "connectd_offset_commits_total",
-                                                "offset commits sent");
+    pl->m_commits = engine_host.metric_register(
+        &pl->pl_inst, CD_METRIC_COUNTER, "connectd_offset_commits_total", "offset commits sent");
     pl->m_state = engine_host.metric_register(
         &pl->pl_inst, CD_METRIC_GAUGE, "connectd_pipeline_state",
         "0 starting, 1 running, 2 paused, 3 failed, 4 draining, 5 stopped");
@@ -1014,21 +970,19 @@ pipeline *pipeline_new(engine *e, const pipeline_conf *pc) {
         s->conf = &pc->sinks[i];
         s->ops = s->conf->plugin->desc->sink;
         instance_init(&s->inst, e, pl, pc->name, s->conf->name);
-        s->m_records_out = engine_host.metric_register(&s->inst, CD_METRIC_COUNTER,
-                                                       "connectd_records_out_total",
-                                                       "records a sink acknowledged");
-        s->m_retries = engine_host.metric_register(&s->inst, CD_METRIC_COUNTER,
-                                                   "connectd_sink_retries_total",
-                                                   "batches a sink asked to retry");
-        s->m_failed = engine_host.metric_register(&s->inst, CD_METRIC_COUNTER,
-                                                  "connectd_sink_failed_total",
-                                                  "records a sink failed for good");
-        s->m_batches = engine_host.metric_register(&s->inst, CD_METRIC_COUNTER,
-                                                   "connectd_sink_batches_total",
-                                                   "batches handed to a sink");
+        s->m_records_out =
+            engine_host.metric_register(&s->inst, CD_METRIC_COUNTER, "connectd_records_out_total",
+                                        "records a sink acknowledged");
+        s->m_retries =
+            engine_host.metric_register(&s->inst, CD_METRIC_COUNTER, "connectd_sink_retries_total",
+                                        "batches a sink asked to retry");
+        s->m_failed =
+            engine_host.metric_register(&s->inst, CD_METRIC_COUNTER, "connectd_sink_failed_total",
+                                        "records a sink failed for good");
+        s->m_batches = engine_host.metric_register(
+            &s->inst, CD_METRIC_COUNTER, "connectd_sink_batches_total", "batches handed to a sink");
         pl->all_sinks_mask |= (uint64_t)1 << i;
-        if (s->conf->when)
-            pl->needs_doc = 1;
+        if (s->conf->when) pl->needs_doc = 1;
     }
     return pl;
 }
@@ -1050,8 +1004,7 @@ static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
         rd_kafka_conf_destroy(conf);
         return CD_ERR_INVALID;
     }
-    kafka_conf_force(conf, props, "group.id", pc->group_id,
-                     "set the pipeline's group_id instead");
+    kafka_conf_force(conf, props, "group.id", pc->group_id, "set the pipeline's group_id instead");
     kafka_conf_force(conf, props, "enable.auto.commit", "false",
                      "the engine commits only what every sink acknowledged");
     kafka_conf_force(conf, props, "enable.auto.offset.store", "false",
@@ -1069,10 +1022,9 @@ static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
     }
     rd_kafka_poll_set_consumer(pl->rk);
     pl->queue = rd_kafka_queue_get_consumer(pl->rk);
-    int r = kafka_queue_watch_start(&pl->watch, pl->eng->loop, pl->queue, pl_consumer_ready,
-                                    errbuf, errlen);
-    if (r < 0)
-        return r;
+    int r = kafka_queue_watch_start(&pl->watch, pl->eng->loop, pl->queue, pl_consumer_ready, errbuf,
+                                    errlen);
+    if (r < 0) return r;
     pl->watch_open = 1;
     rd_kafka_topic_partition_list_t *topics =
         rd_kafka_topic_partition_list_new((int)pc->topic_count);
@@ -1121,8 +1073,8 @@ int pipeline_start(pipeline *pl, char *errbuf, size_t errlen) {
         }
         s->initialised = 1;
         if (s->ops->start(s->ctx, err, sizeof(err)) < 0) {
-            snprintf(errbuf, errlen, "%s: sinks[%zu] (%s): start: %s", pc->file, i,
-                     s->conf->name, err);
+            snprintf(errbuf, errlen, "%s: sinks[%zu] (%s): start: %s", pc->file, i, s->conf->name,
+                     err);
             return CD_ERR_INVALID;
         }
         s->started = 1;
@@ -1141,8 +1093,7 @@ int pipeline_start(pipeline *pl, char *errbuf, size_t errlen) {
 }
 
 void pipeline_pause(pipeline *pl) {
-    if (pl->state != PIPELINE_RUNNING)
-        return;
+    if (pl->state != PIPELINE_RUNNING) return;
     pl_pause_all(pl, 1);
     if (pl->source_ctx && pl->conf->source->plugin->desc->source->pause)
         pl->conf->source->plugin->desc->source->pause(pl->source_ctx);
@@ -1150,13 +1101,11 @@ void pipeline_pause(pipeline *pl) {
 }
 
 void pipeline_resume(pipeline *pl) {
-    if (pl->state != PIPELINE_PAUSED)
-        return;
+    if (pl->state != PIPELINE_PAUSED) return;
     pl_set_state(pl, PIPELINE_RUNNING, NULL);
     pl_pause_all(pl, 0);
     for (pl_partition *p = pl->parts; p; p = p->next)
-        if (p->paused)
-            pl_pause_partition(pl, p, 1);
+        if (p->paused) pl_pause_partition(pl, p, 1);
     if (pl->source_ctx && pl->conf->source->plugin->desc->source->resume)
         pl->conf->source->plugin->desc->source->resume(pl->source_ctx);
     pl_dispatch_all(pl);
@@ -1169,10 +1118,8 @@ static void pl_sink_stopped(void *opaque, int status) {
     pl_sink *s = opaque;
     pipeline *pl = s->inst.pl;
     s->stopped = 1;
-    if (status < 0)
-        log_msg(CD_LOG_WARN, s->inst.prefix, "stop reported %d", status);
-    if (--pl->sinks_stopping == 0)
-        pl_finish_stop(pl);
+    if (status < 0) log_msg(CD_LOG_WARN, s->inst.prefix, "stop reported %d", status);
+    if (--pl->sinks_stopping == 0) pl_finish_stop(pl);
 }
 
 static void pl_source_stopped(void *opaque, int status) {
@@ -1183,8 +1130,7 @@ static void pl_source_stopped(void *opaque, int status) {
 
 static void pl_timer_closed(uv_handle_t *h) {
     pipeline *pl = h->data;
-    if (--pl->timers_open == 0)
-        engine_pipeline_stopped(pl->eng, pl);
+    if (--pl->timers_open == 0) engine_pipeline_stopped(pl->eng, pl);
 }
 
 static void pl_watch_closed(kafka_queue_watch *w) {
@@ -1195,8 +1141,7 @@ static void pl_watch_closed(kafka_queue_watch *w) {
     pl->forced = 1;
     if (pl->rk) {
         rd_kafka_consumer_close(pl->rk);
-        if (pl->queue)
-            rd_kafka_queue_destroy(pl->queue);
+        if (pl->queue) rd_kafka_queue_destroy(pl->queue);
         pl->queue = NULL;
         rd_kafka_destroy(pl->rk);
         pl->rk = NULL;
@@ -1204,19 +1149,16 @@ static void pl_watch_closed(kafka_queue_watch *w) {
     /* Then the sinks. */
     pl->sinks_stopping = 0;
     for (size_t i = 0; i < pl->sink_count; i++)
-        if (pl->sinks[i].started)
-            pl->sinks_stopping++;
+        if (pl->sinks[i].started) pl->sinks_stopping++;
     if (pl->sinks_stopping == 0) {
         pl_finish_stop(pl);
         return;
     }
     for (size_t i = 0; i < pl->sink_count; i++) {
         pl_sink *s = &pl->sinks[i];
-        if (!s->started)
-            continue;
+        if (!s->started) continue;
         s->started = 0;
-        if (s->ops->stop(s->ctx, pl_sink_stopped, s) < 0)
-            pl_sink_stopped(s, -1);
+        if (s->ops->stop(s->ctx, pl_sink_stopped, s) < 0) pl_sink_stopped(s, -1);
     }
 }
 
@@ -1234,8 +1176,7 @@ static void pl_check_drained(pipeline *pl) {
         return;
     if (!pl->forced) {
         for (pl_partition *p = pl->parts; p; p = p->next)
-            if (pl_partition_busy(p, pl->sink_count))
-                return;
+            if (pl_partition_busy(p, pl->sink_count)) return;
     }
     if (pl->forced && pl->orphans)
         log_msg(CD_LOG_WARN, pl->conf->name, "grace period over with batches still in flight");
@@ -1246,14 +1187,13 @@ static void pl_check_drained(pipeline *pl) {
 }
 
 void pipeline_stop(pipeline *pl) {
-    if (pl->stopping)
-        return;
+    if (pl->stopping) return;
     pl->stopping = 1;
     if (pl->conf->source) {
         pl_set_state(pl, PIPELINE_DRAINING, NULL);
         if (pl->source_started) {
             if (pl->conf->source->plugin->desc->source->stop(pl->source_ctx, pl_source_stopped,
-                                                            pl) < 0)
+                                                             pl) < 0)
                 pl_source_stopped(pl, -1);
         } else {
             pl_finish_stop(pl);
@@ -1273,16 +1213,14 @@ void pipeline_stop(pipeline *pl) {
 }
 
 void pipeline_force_stop(pipeline *pl) {
-    if (pl->state == PIPELINE_STOPPED)
-        return;
+    if (pl->state == PIPELINE_STOPPED) return;
     pl->forced = 1;
     if (!pl->stopping) {
         pipeline_stop(pl);
         return;
     }
     if (pl->conf->source) {
-        if (pl->source_started)
-            pl_source_stopped(pl, -1);
+        if (pl->source_started) pl_source_stopped(pl, -1);
         return;
     }
     if (pl->sinks_stopping) {
@@ -1296,8 +1234,7 @@ void pipeline_force_stop(pipeline *pl) {
 }
 
 void pipeline_free(pipeline *pl) {
-    if (!pl)
-        return;
+    if (!pl) return;
     while (pl->parts) {
         pl_partition *p = pl->parts;
         pl->parts = p->next;
@@ -1314,19 +1251,15 @@ void pipeline_free(pipeline *pl) {
         free(d->reason);
         free(d);
     }
-    if (pl->revoke_list)
-        rd_kafka_topic_partition_list_destroy(pl->revoke_list);
+    if (pl->revoke_list) rd_kafka_topic_partition_list_destroy(pl->revoke_list);
     for (size_t i = 0; i < pl->sink_count; i++) {
         pl_sink *s = &pl->sinks[i];
-        if (s->initialised && s->ctx)
-            s->ops->destroy(s->ctx);
+        if (s->initialised && s->ctx) s->ops->destroy(s->ctx);
         instance_release(&s->inst);
     }
     free(pl->sinks);
-    if (pl->source_ctx)
-        pl->conf->source->plugin->desc->source->destroy(pl->source_ctx);
-    if (pl->conf->source)
-        instance_release(&pl->source_inst);
+    if (pl->source_ctx) pl->conf->source->plugin->desc->source->destroy(pl->source_ctx);
+    if (pl->conf->source) instance_release(&pl->source_inst);
     instance_release(&pl->pl_inst);
     free(pl->fail_reason);
     free(pl);

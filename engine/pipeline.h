@@ -42,8 +42,8 @@ void pipeline_pause(pipeline *pl);
 void pipeline_resume(pipeline *pl);
 
 /* Host table entry: a sink reports one record's outcome. */
-void pipeline_record_done(cd_batch *batch, size_t index, cd_outcome outcome,
-                          int64_t retry_after_ms, const char *reason);
+void pipeline_record_done(cd_batch *batch, size_t index, cd_outcome outcome, int64_t retry_after_ms,
+                          const char *reason);
 
 /* Full-jitter exponential backoff for attempt n (1 = first retry), with a
  * server hint taking precedence when larger. */

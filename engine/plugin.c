@@ -19,13 +19,11 @@
 static int ltdl_refs;
 
 static void plugin_ltdl_ref(void) {
-    if (ltdl_refs++ == 0)
-        lt_dlinit();
+    if (ltdl_refs++ == 0) lt_dlinit();
 }
 
 static void plugin_ltdl_unref(void) {
-    if (ltdl_refs > 0 && --ltdl_refs == 0)
-        lt_dlexit();
+    if (ltdl_refs > 0 && --ltdl_refs == 0) lt_dlexit();
 }
 
 char *plugin_search_path(const char *configured) {
@@ -94,8 +92,7 @@ int plugin_desc_check(const cd_plugin_desc *d, char *errbuf, size_t errlen) {
 
 const plugin *plugin_find(const plugin_registry *r, const char *name) {
     for (const plugin *p = r->head; p; p = p->next)
-        if (strcmp(p->desc->name, name) == 0)
-            return p;
+        if (strcmp(p->desc->name, name) == 0) return p;
     return NULL;
 }
 
@@ -117,8 +114,7 @@ int plugin_registry_load(plugin_registry *r, const char *path, char *errbuf, siz
         goto refuse;
     }
     const cd_plugin_desc *d = entry.fn();
-    if (plugin_desc_check(d, errbuf, errlen) < 0)
-        goto refuse;
+    if (plugin_desc_check(d, errbuf, errlen) < 0) goto refuse;
     const plugin *dup = plugin_find(r, d->name);
     if (dup) {
         snprintf(errbuf, errlen, "plugin \"%s\" is already loaded from %s", d->name, dup->path);
@@ -147,15 +143,13 @@ static int plugin_name_cmp(const void *a, const void *b) {
 
 static int plugin_discover_dir(plugin_registry *r, const char *dir) {
     DIR *dp = opendir(dir);
-    if (!dp)
-        return 0;
+    if (!dp) return 0;
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *de;
     while ((de = readdir(dp))) {
         size_t len = strlen(de->d_name);
-        if (de->d_name[0] == '.' || len < 4 || strcmp(de->d_name + len - 3, ".so") != 0)
-            continue;
+        if (de->d_name[0] == '.' || len < 4 || strcmp(de->d_name + len - 3, ".so") != 0) continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             names = realloc(names, cap * sizeof(*names));

@@ -79,30 +79,28 @@ static void file_on_housekeeping(uv_timer_t *timer);
 /* Makes room for `extra` more bytes.  Doubling keeps appends amortised O(1)
  * and, since buffers are reused, a steady stream stops allocating at all. */
 static int file_buf_reserve(file_buf *b, size_t extra) {
-    if (extra <= b->cap - b->len)
-        return 0;
-    if (extra > SIZE_MAX / 2 - b->len)
-        return CD_ERR_NOMEM;
+    if (extra <= b->cap - b->len) return 0;
+    if (extra > SIZE_MAX / 2 - b->len) return CD_ERR_NOMEM;
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < extra)
         cap *= 2;
     char *data = realloc(b->data, cap);
-    if (data == NULL)
-        return CD_ERR_NOMEM;
+    if (data == NULL) return CD_ERR_NOMEM;
     b->data = data;
     b->cap = cap;
     return 0;
 }
 
 static int file_buf_append(file_buf *b, const void *p, size_t n) {
-    if (file_buf_reserve(b, n) < 0)
-        return CD_ERR_NOMEM;
+    if (file_buf_reserve(b, n) < 0) return CD_ERR_NOMEM;
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;
 }
 
-static int file_buf_puts(file_buf *b, const char *s) { return file_buf_append(b, s, strlen(s)); }
+static int file_buf_puts(file_buf *b, const char *s) {
+    return file_buf_append(b, s, strlen(s));
+}
 
 static void file_buf_free(file_buf *b) {
     free(b->data);
@@ -140,11 +138,9 @@ static size_t file_utf8_len(const unsigned char *s, size_t n) {
     } else {
         return 0;
     }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
     for (size_t k = 2; k < len; k++)
-        if ((s[k] & 0xC0) != 0x80)
-            return 0;
+        if ((s[k] & 0xC0) != 0x80) return 0;
     return len;
 }
 
@@ -169,13 +165,11 @@ static int file_json_string(file_buf *b, const void *data, size_t n) {
     enum { BLOCK = 4096 };
     const unsigned char *s = data;
     size_t i = 0;
-    if (file_buf_append(b, "\"", 1) < 0)
-        return CD_ERR_NOMEM;
+    if (file_buf_append(b, "\"", 1) < 0) return CD_ERR_NOMEM;
     while (i < n) {
         size_t step = n - i < BLOCK ? n - i : BLOCK;
         size_t stop = i + step;
-        if (file_buf_reserve(b, 6 * step + 3) < 0)
-            return CD_ERR_NOMEM;
+        if (file_buf_reserve(b, 6 * step + 3) < 0) return CD_ERR_NOMEM;
         char *o = b->data + b->len;
         while (i < stop) {
             unsigned char c = s[i];
@@ -230,7 +224,9 @@ static int file_json_string(file_buf *b, const void *data, size_t n) {
     return file_buf_append(b, "\"", 1);
 }
 
-static int file_json_is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static int file_json_is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 /* Appends a value the engine validated as one JSON text (value_format json).
  * It may be pretty-printed.  In valid JSON a raw CR or LF can only be
@@ -252,16 +248,14 @@ static int file_json_embed(file_buf *b, const char *text, size_t n) {
         n--;
     /* Empty is not JSON, so the engine should never hand it to us; if it
      * does, null keeps the line parseable instead of corrupting the file. */
-    if (n == 0)
-        return file_buf_puts(b, "null");
+    if (n == 0) return file_buf_puts(b, "null");
 
     enum { BLOCK = 4096 }; /* as in file_json_string() */
     size_t i = 0;
     while (i < n) {
         size_t step = n - i < BLOCK ? n - i : BLOCK;
         size_t stop = i + step;
-        if (file_buf_reserve(b, 6 * step + 3) < 0)
-            return CD_ERR_NOMEM;
+        if (file_buf_reserve(b, 6 * step + 3) < 0) return CD_ERR_NOMEM;
         char *o = b->data + b->len;
         while (i < stop) {
             unsigned char c = s[i];
@@ -305,12 +299,10 @@ static int file_render_record(file_buf *b, const cd_record *r) {
         return CD_ERR_NOMEM;
 
     int rc = r->key ? file_json_string(b, r->key, r->key_len) : file_buf_puts(b, "null");
-    if (rc < 0 || file_buf_puts(b, ",\"timestamp\":") < 0)
-        return CD_ERR_NOMEM;
+    if (rc < 0 || file_buf_puts(b, ",\"timestamp\":") < 0) return CD_ERR_NOMEM;
     /* Kafka uses -1 for "no timestamp"; any negative value means the same. */
     rc = r->timestamp_ms >= 0 ? file_json_int(b, r->timestamp_ms) : file_buf_puts(b, "null");
-    if (rc < 0 || file_buf_puts(b, ",\"headers\":[") < 0)
-        return CD_ERR_NOMEM;
+    if (rc < 0 || file_buf_puts(b, ",\"headers\":[") < 0) return CD_ERR_NOMEM;
 
     for (size_t h = 0; h < r->header_count; h++) {
         const cd_header *hd = &r->headers[h];
@@ -319,20 +311,17 @@ static int file_render_record(file_buf *b, const cd_record *r) {
             file_buf_puts(b, ",\"value\":") < 0)
             return CD_ERR_NOMEM;
         rc = hd->value ? file_json_string(b, hd->value, hd->value_len) : file_buf_puts(b, "null");
-        if (rc < 0 || file_buf_puts(b, "}") < 0)
-            return CD_ERR_NOMEM;
+        if (rc < 0 || file_buf_puts(b, "}") < 0) return CD_ERR_NOMEM;
     }
 
-    if (file_buf_puts(b, "],\"value\":") < 0)
-        return CD_ERR_NOMEM;
+    if (file_buf_puts(b, "],\"value\":") < 0) return CD_ERR_NOMEM;
     if (r->value == NULL) /* a tombstone */
         rc = file_buf_puts(b, "null");
     else if (r->value_format == CD_VALUE_JSON)
         rc = file_json_embed(b, r->value, r->value_len);
     else
         rc = file_json_string(b, r->value, r->value_len);
-    if (rc < 0 || file_buf_puts(b, "}\n") < 0)
-        return CD_ERR_NOMEM;
+    if (rc < 0 || file_buf_puts(b, "}\n") < 0) return CD_ERR_NOMEM;
     return 0;
 }
 
@@ -363,8 +352,7 @@ static int file_render_path(file_ctx *ctx, const cd_record *r) {
             rc = file_json_int(b, r->partition);
             break;
         }
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
     return file_buf_append(b, "", 1) < 0 ? CD_ERR_NOMEM : 0;
 }
@@ -374,8 +362,7 @@ static int file_render_path(file_ctx *ctx, const cd_record *r) {
 /* A test host may offer no metrics: metric_register may be absent or return
  * NULL, and the sink works the same without them. */
 static void file_metric_add(file_ctx *ctx, cd_metric *m, double v) {
-    if (m != NULL && ctx->host->metric_add != NULL)
-        ctx->host->metric_add(m, v);
+    if (m != NULL && ctx->host->metric_add != NULL) ctx->host->metric_add(m, v);
 }
 
 /* ------------------------------------------------------------------ chunks */
@@ -389,8 +376,7 @@ static file_chunk *file_chunk_get(file_ctx *ctx) {
         ctx->npool--;
     } else {
         c = calloc(1, sizeof(*c));
-        if (c == NULL)
-            return NULL;
+        if (c == NULL) return NULL;
     }
     c->batch = NULL;
     c->file = NULL;
@@ -426,8 +412,7 @@ static int file_chunk_add_record(file_chunk *c, size_t index) {
     if (c->nrecords == c->records_cap) {
         size_t cap = c->records_cap ? c->records_cap * 2 : 16;
         size_t *records = realloc(c->records, cap * sizeof(*records));
-        if (records == NULL)
-            return CD_ERR_NOMEM;
+        if (records == NULL) return CD_ERR_NOMEM;
         c->records = records;
         c->records_cap = cap;
     }
@@ -477,16 +462,14 @@ static void file_batch_complete(file_batch *fb) {
 
 /* Drops one reference (a pending chunk, or write()'s own hold). */
 static void file_batch_release(file_batch *fb) {
-    if (--fb->pending == 0)
-        file_batch_complete(fb);
+    if (--fb->pending == 0) file_batch_complete(fb);
 }
 
 /* Records the chunk's outcome and releases its batch.  The chunk must be off
  * its file's queue already. */
 static void file_chunk_finish(file_chunk *c, cd_outcome outcome, const char *reason) {
     c->outcome = outcome;
-    if (reason != NULL)
-        snprintf(c->reason, sizeof(c->reason), "%s", reason);
+    if (reason != NULL) snprintf(c->reason, sizeof(c->reason), "%s", reason);
     file_batch_release(c->batch);
 }
 
@@ -512,8 +495,7 @@ static file_output *file_lookup(file_ctx *ctx, const char *path) {
         size_t len = strlen(path);
         /* One allocation: the handle, its path, and room for `dir`. */
         f = calloc(1, sizeof(*f) + 2 * (len + 1));
-        if (f == NULL)
-            return NULL;
+        if (f == NULL) return NULL;
         f->ctx = ctx;
         f->fd = -1;
         memcpy(f->path, path, len + 1);
@@ -554,7 +536,9 @@ static void file_unlist(file_output *f) {
     ctx->nfiles--;
 }
 
-static int file_is_idle(const file_output *f) { return f->op == FILE_OP_NONE && f->head == NULL; }
+static int file_is_idle(const file_output *f) {
+    return f->op == FILE_OP_NONE && f->head == NULL;
+}
 
 /* The head chunk is done: take it off the queue, release its batch, and
  * move the file on to the next chunk.  The batch goes first so records are
@@ -564,8 +548,7 @@ static int file_is_idle(const file_output *f) { return f->op == FILE_OP_NONE && 
 static void file_head_done(file_output *f, cd_outcome outcome, const char *reason) {
     file_chunk *c = f->head;
     f->head = c->next_in_file;
-    if (f->head == NULL)
-        f->tail = NULL;
+    if (f->head == NULL) f->tail = NULL;
     c->next_in_file = NULL;
     file_chunk_finish(c, outcome, reason);
     if (file_is_idle(f))
@@ -703,13 +686,11 @@ static void file_write_head(file_output *f) {
     static char newline[] = "\n";
     uv_buf_t bufs[2];
     unsigned int nbufs = 0;
-    if (f->torn)
-        bufs[nbufs++] = uv_buf_init(newline, 1);
+    if (f->torn) bufs[nbufs++] = uv_buf_init(newline, 1);
     size_t left = c->data.len - c->written;
     /* uv_buf_t's length is an unsigned int; a bigger chunk simply goes out
      * as several writes (the short-write loop handles it). */
-    if (left > (size_t)1 << 30)
-        left = (size_t)1 << 30;
+    if (left > (size_t)1 << 30) left = (size_t)1 << 30;
     bufs[nbufs++] = uv_buf_init(c->data.data + c->written, (unsigned int)left);
 
     f->op = FILE_OP_WRITE;
@@ -733,8 +714,7 @@ static void file_fsync(file_output *f) {
  * Does nothing while a request is in flight (its callback comes back here)
  * or when nothing is queued. */
 static void file_pump(file_output *f) {
-    if (f->op != FILE_OP_NONE || f->head == NULL)
-        return;
+    if (f->op != FILE_OP_NONE || f->head == NULL) return;
     if (f->fd < 0)
         file_open(f);
     else
@@ -781,11 +761,9 @@ static void file_after_write(file_output *f, ssize_t result) {
     file_chunk *c = f->head;
     /* write(2) on a regular file returns 0 only for 0 bytes asked; treat it
      * as an error rather than loop forever. */
-    if (result == 0)
-        result = UV_EIO;
+    if (result == 0) result = UV_EIO;
     if (result < 0) {
-        if (c->written > 0)
-            f->torn = 1;
+        if (c->written > 0) f->torn = 1;
         char reason[FILE_REASON_MAX];
         snprintf(reason, sizeof(reason), "write %s: %s", f->path, uv_strerror((int)result));
         ctx->host->log(ctx->inst, CD_LOG_WARN, "%s (records will be retried)", reason);
@@ -951,8 +929,7 @@ static int file_init(const cd_host *host, cd_instance *inst, const cd_config *cf
 
     file_ctx *ctx = NULL;
     int rc = file_conf_create(host, inst, cfg, &ctx, errbuf, errlen);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     *out = ctx;
     return 0;
 }
@@ -1024,12 +1001,10 @@ static void file_write_rollback(file_ctx *ctx, file_batch *fb) {
  * every record will be reported exactly once. */
 static int file_write(void *opaque, cd_batch *batch) {
     file_ctx *ctx = opaque;
-    if (!ctx->started || ctx->stopping)
-        return CD_ERR_BUSY;
+    if (!ctx->started || ctx->stopping) return CD_ERR_BUSY;
 
     file_batch *fb = calloc(1, sizeof(*fb));
-    if (fb == NULL)
-        return CD_ERR_NOMEM;
+    if (fb == NULL) return CD_ERR_NOMEM;
     fb->ctx = ctx;
     fb->batch = batch;
 
@@ -1046,8 +1021,7 @@ static int file_write(void *opaque, cd_batch *batch) {
         if (rc == CD_ERR_INVALID) {
             if (rejected == NULL) {
                 rejected = file_chunk_get(ctx);
-                if (rejected == NULL)
-                    goto nomem;
+                if (rejected == NULL) goto nomem;
                 rejected->batch = fb;
                 rejected->outcome = CD_RECORD_FATAL;
                 snprintf(rejected->reason, sizeof(rejected->reason),
@@ -1061,15 +1035,13 @@ static int file_write(void *opaque, cd_batch *batch) {
             goto nomem;
         } else {
             file_output *f = file_lookup(ctx, ctx->path_buf.data);
-            if (f == NULL)
-                goto nomem;
+            if (f == NULL) goto nomem;
             /* A batch has one chunk per file.  If this batch already made
              * one for f it is f's tail: nothing else queued since. */
             c = f->tail;
             if (c == NULL || c->batch != fb) {
                 c = file_chunk_get(ctx);
-                if (c == NULL)
-                    goto nomem;
+                if (c == NULL) goto nomem;
                 c->batch = fb;
                 c->file = f;
                 if (f->tail != NULL)
@@ -1087,8 +1059,7 @@ static int file_write(void *opaque, cd_batch *batch) {
                 goto nomem;
             }
         }
-        if (file_chunk_add_record(c, i) < 0)
-            goto nomem;
+        if (file_chunk_add_record(c, i) < 0) goto nomem;
     }
 
     /* Phase 2: accept.  write() holds one reference on the batch while it
@@ -1105,10 +1076,8 @@ static int file_write(void *opaque, cd_batch *batch) {
 
     fb->pending++;
     for (file_chunk *c = fb->chunks; c != NULL; c = c->next_in_batch)
-        if (c->file != NULL)
-            file_pump(c->file);
-    if (ctx->nfiles > FILE_MAX_OPEN)
-        file_kick(ctx);
+        if (c->file != NULL) file_pump(c->file);
+    if (ctx->nfiles > FILE_MAX_OPEN) file_kick(ctx);
     file_batch_release(fb); /* reports now if nothing went to a file */
     return 0;
 
@@ -1121,8 +1090,7 @@ nomem:
 
 static int file_waiter_add(file_ctx *ctx, cd_done_cb cb, void *opaque) {
     file_waiter *w = calloc(1, sizeof(*w));
-    if (w == NULL)
-        return CD_ERR_NOMEM;
+    if (w == NULL) return CD_ERR_NOMEM;
     w->cb = cb;
     w->opaque = opaque;
     w->upto = ctx->batch_seq;
@@ -1136,11 +1104,9 @@ static int file_waiter_add(file_ctx *ctx, cd_done_cb cb, void *opaque) {
  * delay it.  cb always runs from the loop, never from inside flush(). */
 static int file_flush(void *opaque, cd_done_cb cb, void *cb_opaque) {
     file_ctx *ctx = opaque;
-    if (!ctx->started || ctx->stopping)
-        return CD_ERR_BUSY;
+    if (!ctx->started || ctx->stopping) return CD_ERR_BUSY;
     int rc = file_waiter_add(ctx, cb, cb_opaque);
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
     file_kick(ctx);
     return 0;
 }
@@ -1150,10 +1116,8 @@ static int file_flush(void *opaque, cd_done_cb cb, void *cb_opaque) {
  * callback, see file_on_housekeeping_closed). */
 static int file_stop(void *opaque, cd_done_cb cb, void *cb_opaque) {
     file_ctx *ctx = opaque;
-    if (!ctx->started)
-        return CD_ERR_INVALID;
-    if (ctx->stopping)
-        return CD_ERR_BUSY;
+    if (!ctx->started) return CD_ERR_INVALID;
+    if (ctx->stopping) return CD_ERR_BUSY;
     ctx->stopping = 1;
     ctx->stop_cb = cb;
     ctx->stop_opaque = cb_opaque;
@@ -1165,8 +1129,7 @@ static int file_stop(void *opaque, cd_done_cb cb, void *cb_opaque) {
  * after a failed init/start, so libuv holds nothing of ours by now. */
 static void file_destroy(void *opaque) {
     file_ctx *ctx = opaque;
-    if (ctx == NULL)
-        return;
+    if (ctx == NULL) return;
     if (ctx->started) {
         /* Freeing now would leave libuv with pointers into freed memory;
          * leaking is the lesser harm, and the log says who broke the rule. */

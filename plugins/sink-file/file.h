@@ -45,7 +45,7 @@
  * allocates nothing per record (one small file_batch per batch is all); this
  * many at most, and only if their buffers are not huge — one unusually large
  * batch should not pin its memory forever. */
-#define FILE_CHUNK_POOL_MAX 16
+#define FILE_CHUNK_POOL_MAX   16
 #define FILE_CHUNK_KEEP_BYTES ((size_t)1 << 20)
 
 /* Room for a failure reason ("write <path>: <uv error>"); longer ones are

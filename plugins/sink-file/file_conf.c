@@ -32,10 +32,8 @@ static int file_conf_parse_var(const char *tpl, size_t i, size_t *end, char *err
     }
     size_t len = (size_t)(close - name);
     *end = (size_t)(close - tpl) + 1;
-    if (len == 5 && memcmp(name, "topic", 5) == 0)
-        return FILE_SEG_TOPIC;
-    if (len == 9 && memcmp(name, "partition", 9) == 0)
-        return FILE_SEG_PARTITION;
+    if (len == 5 && memcmp(name, "topic", 5) == 0) return FILE_SEG_TOPIC;
+    if (len == 9 && memcmp(name, "partition", 9) == 0) return FILE_SEG_PARTITION;
     /* Anything else is a typo we would otherwise write into file names
      * forever; refuse it now, naming the option and the variable. */
     snprintf(errbuf, errlen,
@@ -69,15 +67,12 @@ static int file_conf_parse_path(file_ctx *ctx, char *errbuf, size_t errlen) {
         }
         size_t end = 0;
         int type = file_conf_parse_var(tpl, i, &end, errbuf, errlen);
-        if (type < 0)
-            return CD_ERR_INVALID;
-        if (i > lit)
-            ctx->segs[ctx->nsegs++] = (file_seg){FILE_SEG_LITERAL, tpl + lit, i - lit};
+        if (type < 0) return CD_ERR_INVALID;
+        if (i > lit) ctx->segs[ctx->nsegs++] = (file_seg){FILE_SEG_LITERAL, tpl + lit, i - lit};
         ctx->segs[ctx->nsegs++] = (file_seg){(file_seg_type)type, NULL, 0};
         i = lit = end;
     }
-    if (n > lit)
-        ctx->segs[ctx->nsegs++] = (file_seg){FILE_SEG_LITERAL, tpl + lit, n - lit};
+    if (n > lit) ctx->segs[ctx->nsegs++] = (file_seg){FILE_SEG_LITERAL, tpl + lit, n - lit};
     return 0;
 }
 
@@ -140,8 +135,7 @@ int file_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cf
 }
 
 void file_conf_destroy(file_ctx *ctx) {
-    if (ctx == NULL)
-        return;
+    if (ctx == NULL) return;
     free(ctx->path_buf.data);
     free(ctx->segs);
     free(ctx->path_template);

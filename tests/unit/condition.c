@@ -6,11 +6,14 @@
 static json_t *doc;
 
 static void setup(void) {
-    doc = json_loads("{\"customerId\":\"c1\",\"data\":{\"status\":\"REJECTED\",\"riskLevel\":\"HIGH\","
-                     "\"score\":71,\"a/b\":1,\"list\":[\"x\",\"y\"]}}",
-                     0, NULL);
+    doc = json_loads(
+        "{\"customerId\":\"c1\",\"data\":{\"status\":\"REJECTED\",\"riskLevel\":\"HIGH\","
+        "\"score\":71,\"a/b\":1,\"list\":[\"x\",\"y\"]}}",
+        0, NULL);
 }
-static void teardown(void) { json_decref(doc); }
+static void teardown(void) {
+    json_decref(doc);
+}
 
 static int eval(const char *cond) {
     json_t *c = json_loads(cond, 0, NULL);
@@ -45,8 +48,10 @@ Test(condition, combinators, .init = setup, .fini = teardown) {
 
 Test(condition, bad_conditions_are_reported_with_path) {
     const char *bad[][2] = {
-        {"{\"path\":\"data\",\"eq\":1}", "f: when.path: expected a JSON pointer string such as \"/data/status\""},
-        {"{\"path\":\"/x\",\"like\":1}", "f: when.like: unknown operator (use eq, ne, in, exists, gt, gte, lt, lte)"},
+        {"{\"path\":\"data\",\"eq\":1}",
+         "f: when.path: expected a JSON pointer string such as \"/data/status\""},
+        {"{\"path\":\"/x\",\"like\":1}",
+         "f: when.like: unknown operator (use eq, ne, in, exists, gt, gte, lt, lte)"},
         {"{\"path\":\"/x\"}", "f: when: expected exactly one operator beside \"path\""},
         {"{\"any\":[]}", "f: when.any: expected a non-empty array of conditions, alone"},
         {"{\"all\":[{\"path\":\"/x\",\"gt\":\"1\"}]}", "f: when.all[0].gt: expected a number"},

@@ -40,16 +40,14 @@ static engine_conf *load_all(diag *d) {
     char path[256];
     snprintf(path, sizeof(path), "%s/connectd.json", dir);
     engine_conf *conf = NULL;
-    if (engine_conf_load(path, d, &conf) == 0)
-        engine_conf_load_pipelines(conf, &reg, d);
+    if (engine_conf_load(path, d, &conf) == 0) engine_conf_load_pipelines(conf, &reg, d);
     return conf;
 }
 
 static int has_line(const diag *d, const char *suffix) {
     for (size_t i = 0; i < d->count; i++) {
         size_t n = strlen(d->lines[i]), m = strlen(suffix);
-        if (n >= m && strcmp(d->lines[i] + n - m, suffix) == 0)
-            return 1;
+        if (n >= m && strcmp(d->lines[i] + n - m, suffix) == 0) return 1;
     }
     return 0;
 }
@@ -111,7 +109,8 @@ Test(config, malformed_json_names_line_and_column) {
     engine_conf *c = load_all(&d);
     cr_assert_eq(d.count, 1);
     char want[256];
-    snprintf(want, sizeof(want), "%s/bad.json: line 3, column 18: malformed JSON: unexpected token near ']'", dir);
+    snprintf(want, sizeof(want),
+             "%s/bad.json: line 3, column 18: malformed JSON: unexpected token near ']'", dir);
     cr_assert_str_eq(d.lines[0], want);
     engine_conf_free(c);
     diag_free(&d);
@@ -156,7 +155,8 @@ Test(config, duplicate_pipeline_and_sink_names) {
     snprintf(want, sizeof(want),
              "b.json: name: duplicate pipeline name \"kyc-verified\" (also in %s/a.json)", dir);
     cr_assert(has_line(&d, want));
-    cr_assert(has_line(&d, "c.json: sinks[1].name: duplicate sink name \"test-good\" (also sinks[0])"));
+    cr_assert(
+        has_line(&d, "c.json: sinks[1].name: duplicate sink name \"test-good\" (also sinks[0])"));
     cr_assert_eq(d.count, 2);
     engine_conf_free(c);
     diag_free(&d);
@@ -171,8 +171,11 @@ Test(config, engine_file_errors) {
     engine_conf *c = load_all(&d);
     dump(&d);
     cr_assert_null(c);
-    cr_assert(has_line(&d, "connectd.json: kafka.bootstrap.servers: environment variable CD_TEST_NOPE is not set"));
-    cr_assert(has_line(&d, "connectd.json: log_level: \"loud\" is not one of error|warn|info|debug"));
+    cr_assert(has_line(
+        &d,
+        "connectd.json: kafka.bootstrap.servers: environment variable CD_TEST_NOPE is not set"));
+    cr_assert(
+        has_line(&d, "connectd.json: log_level: \"loud\" is not one of error|warn|info|debug"));
     cr_assert(has_line(&d, "connectd.json: shutdown_grace_ms: -1 is out of bounds [0, 600000]"));
     cr_assert(has_line(&d, "connectd.json: admin: unknown option"));
     diag_free(&d);
@@ -184,7 +187,8 @@ Test(config, kafka_properties_are_checked_by_librdkafka) {
     engine_conf *c = load_all(&d);
     dump(&d);
     cr_assert_null(c);
-    cr_assert(has_line(&d, "connectd.json: kafka.no.such.property: not accepted by librdkafka: unknown property"));
+    cr_assert(has_line(
+        &d, "connectd.json: kafka.no.such.property: not accepted by librdkafka: unknown property"));
     cr_assert(has_line(&d, "connectd.json: kafka.acks: expected a string, number or bool"));
     diag_free(&d);
 }
@@ -192,9 +196,10 @@ Test(config, kafka_properties_are_checked_by_librdkafka) {
 Test(config, sink_pipeline_shape_errors) {
     write_file("connectd.json", "{}");
     write_file("a.json", "{\"name\":\"a\",\"sinks\":[]}");
-    write_file("b.json", "{\"name\":\"b bad\",\"topics\":[\"t\"],\"sinks\":[{\"plugin\":\"test-good\","
-                         "\"target\":\"x\",\"when\":{\"path\":\"/x\",\"like\":1}}],"
-                         "\"errors\":{\"tolerance\":\"none\",\"dead_letter_topic\":\"dlq\"}}");
+    write_file("b.json",
+               "{\"name\":\"b bad\",\"topics\":[\"t\"],\"sinks\":[{\"plugin\":\"test-good\","
+               "\"target\":\"x\",\"when\":{\"path\":\"/x\",\"like\":1}}],"
+               "\"errors\":{\"tolerance\":\"none\",\"dead_letter_topic\":\"dlq\"}}");
     write_file("c.json", "{\"name\":\"c\"}");
     diag d = {0};
     engine_conf *c = load_all(&d);
@@ -202,9 +207,13 @@ Test(config, sink_pipeline_shape_errors) {
     cr_assert(has_line(&d, "a.json: topics: a sink pipeline needs at least one topic"));
     cr_assert(has_line(&d, "a.json: sinks: expected a non-empty array of sinks"));
     cr_assert(has_line(&d, "b.json: name: expected letters, digits, '.', '-' or '_'"));
-    cr_assert(has_line(&d, "b.json: sinks[0].when.like: unknown operator (use eq, ne, in, exists, gt, gte, lt, lte)"));
-    cr_assert(has_line(&d, "b.json: errors.dead_letter_topic: a dead-letter topic needs \"tolerance\": \"all\""));
-    cr_assert(has_line(&d, "c.json: a pipeline has either \"sinks\" (with \"topics\") or \"source\""));
+    cr_assert(has_line(
+        &d,
+        "b.json: sinks[0].when.like: unknown operator (use eq, ne, in, exists, gt, gte, lt, lte)"));
+    cr_assert(has_line(
+        &d, "b.json: errors.dead_letter_topic: a dead-letter topic needs \"tolerance\": \"all\""));
+    cr_assert(
+        has_line(&d, "c.json: a pipeline has either \"sinks\" (with \"topics\") or \"source\""));
     engine_conf_free(c);
     diag_free(&d);
 }

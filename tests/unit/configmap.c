@@ -42,8 +42,8 @@ Test(configmap, defaults_are_applied) {
 Test(configmap, strings_from_the_environment_convert_to_numbers_and_bools) {
     diag d = {0};
     cd_config *cfg;
-    cr_assert_eq(apply("{\"path\":\"a\",\"level\":\"7\",\"on\":\"false\",\"ratio\":\"0.25\"}", &d,
-                       &cfg), 0);
+    cr_assert_eq(
+        apply("{\"path\":\"a\",\"level\":\"7\",\"on\":\"false\",\"ratio\":\"0.25\"}", &d, &cfg), 0);
     cr_assert_eq(configmap_int(cfg, "level"), 7);
     cr_assert_eq(configmap_bool(cfg, "on"), 0);
     cr_assert_float_eq(configmap_double(cfg, "ratio"), 0.25, 1e-9);

@@ -88,7 +88,8 @@ Test(expand, json_tree_errors_carry_the_path) {
     json_t *root = json_pack("{s:{s:[s,s]}}", "kafka", "list", "ok", "${CD_TEST_MISSING}");
     diag d = {0};
     cr_assert_eq(expand_json(root, "f.json", "", &d), 1);
-    cr_assert_str_eq(d.lines[0], "f.json: kafka.list[1]: environment variable CD_TEST_MISSING is not set");
+    cr_assert_str_eq(d.lines[0],
+                     "f.json: kafka.list[1]: environment variable CD_TEST_MISSING is not set");
     diag_free(&d);
     json_decref(root);
 }

@@ -4,7 +4,9 @@
 #include "offsets.h"
 
 static int released;
-static void count_release(void *data, void *opaque) { released++; }
+static void count_release(void *data, void *opaque) {
+    released++;
+}
 
 Test(offsets, empty_window_has_no_watermark) {
     offset_window w;

@@ -20,7 +20,8 @@ Test(plugin, abi_major_mismatch_is_refused_by_name) {
     plugin_registry r = {0};
     char err[512];
     cr_assert_eq(plugin_registry_load(&r, FIXTURE("abi_mismatch"), err, sizeof(err)), -1);
-    cr_assert_str_eq(err, "not binary compatible: built for plugin ABI 2.0, this engine speaks 1.0");
+    cr_assert_str_eq(err,
+                     "not binary compatible: built for plugin ABI 2.0, this engine speaks 1.0");
     cr_assert_eq(r.count, 0);
     plugin_registry_free(&r);
 }
@@ -37,7 +38,8 @@ Test(plugin, descriptor_missing_callbacks_is_refused) {
     plugin_registry r = {0};
     char err[512];
     cr_assert_eq(plugin_registry_load(&r, FIXTURE("bad_desc"), err, sizeof(err)), -1);
-    cr_assert_str_eq(err, "bad descriptor: sink \"test-bad\" lacks init, start, write, stop or destroy");
+    cr_assert_str_eq(err,
+                     "bad descriptor: sink \"test-bad\" lacks init, start, write, stop or destroy");
     plugin_registry_free(&r);
 }
 
@@ -69,17 +71,23 @@ static int minor_init(const cd_host *h, cd_instance *i, const cd_config *c, void
                       size_t n) {
     return 0;
 }
-static int minor_start(void *c, char *e, size_t n) { return 0; }
-static int minor_write(void *c, cd_batch *b) { return 0; }
-static int minor_stop(void *c, cd_done_cb cb, void *o) { return 0; }
+static int minor_start(void *c, char *e, size_t n) {
+    return 0;
+}
+static int minor_write(void *c, cd_batch *b) {
+    return 0;
+}
+static int minor_stop(void *c, cd_done_cb cb, void *o) {
+    return 0;
+}
 static void minor_destroy(void *c) {}
 
 Test(plugin, minor_version_differences_load) {
     static const cd_option none[] = {{0}};
-    static const cd_sink_ops ops = {minor_init, minor_start, minor_write, NULL, minor_stop,
-                                    minor_destroy};
-    cd_plugin_desc d = {CD_ABI_VERSION + 7, sizeof(d), "newer-minor", "1", "", CD_PLUGIN_SINK,
-                        none, &ops, NULL};
+    static const cd_sink_ops ops = {minor_init, minor_start, minor_write,
+                                    NULL,       minor_stop,  minor_destroy};
+    cd_plugin_desc d = {CD_ABI_VERSION + 7, sizeof(d), "newer-minor", "1", "",
+                        CD_PLUGIN_SINK,     none,      &ops,          NULL};
     char err[256];
     cr_assert_eq(plugin_desc_check(&d, err, sizeof(err)), 0, "%s", err);
 }

@@ -37,13 +37,13 @@ extern "C" {
  * minor bump only appends fields/functions; a major bump breaks layout. */
 #define CD_ABI_VERSION_MAJOR 1
 #define CD_ABI_VERSION_MINOR 0
-#define CD_ABI_VERSION ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
-#define CD_ABI_MAJOR(v) ((uint32_t)(v) >> 16)
+#define CD_ABI_VERSION       ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
+#define CD_ABI_MAJOR(v)      ((uint32_t)(v) >> 16)
 
 #define CD_PLUGIN_ENTRY_SYMBOL "connectd_plugin_entry"
 
 #if defined(__GNUC__)
-#define CD_EXPORT __attribute__((visibility("default")))
+#define CD_EXPORT       __attribute__((visibility("default")))
 #define CD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define CD_EXPORT
@@ -54,7 +54,9 @@ extern "C" {
  *   CD_PLUGIN_DEFINE(&file_plugin_desc)  */
 #define CD_PLUGIN_DEFINE(desc_ptr)                                                                 \
     CD_EXPORT const cd_plugin_desc *connectd_plugin_entry(void);                                   \
-    CD_EXPORT const cd_plugin_desc *connectd_plugin_entry(void) { return (desc_ptr); }
+    CD_EXPORT const cd_plugin_desc *connectd_plugin_entry(void) {                                  \
+        return (desc_ptr);                                                                         \
+    }
 
 /* Errors are negative ints. */
 enum {
@@ -80,13 +82,13 @@ typedef enum cd_log_level {
  * table in `connectd plugins`.  The keys every sink takes (plugin, name, when,
  * retry) are handled by the engine and must not appear in the table. */
 typedef enum cd_opt_type {
-    CD_OPT_STRING = 1, /* JSON string (after ${ENV} expansion) */
-    CD_OPT_INT,        /* JSON integer; bounds min/max when has_bounds */
-    CD_OPT_DOUBLE,     /* JSON number; bounds min/max when has_bounds */
-    CD_OPT_BOOL,       /* JSON true/false */
-    CD_OPT_ENUM,       /* JSON string, one of enum_values ("a|b|c") */
-    CD_OPT_STRING_LIST,/* JSON array of strings */
-    CD_OPT_JSON,       /* any JSON value (objects used as templates, maps) */
+    CD_OPT_STRING = 1,  /* JSON string (after ${ENV} expansion) */
+    CD_OPT_INT,         /* JSON integer; bounds min/max when has_bounds */
+    CD_OPT_DOUBLE,      /* JSON number; bounds min/max when has_bounds */
+    CD_OPT_BOOL,        /* JSON true/false */
+    CD_OPT_ENUM,        /* JSON string, one of enum_values ("a|b|c") */
+    CD_OPT_STRING_LIST, /* JSON array of strings */
+    CD_OPT_JSON,        /* any JSON value (objects used as templates, maps) */
 } cd_opt_type;
 
 typedef struct cd_option {
@@ -245,7 +247,7 @@ typedef struct cd_source_ops {
     int (*init)(const cd_host *host, cd_instance *inst, const cd_config *cfg, void **ctx,
                 char *errbuf, size_t errlen);
     int (*start)(void *ctx, char *errbuf, size_t errlen);
-    void (*pause)(void *ctx);  /* stop taking input until resume */
+    void (*pause)(void *ctx); /* stop taking input until resume */
     void (*resume)(void *ctx);
     int (*stop)(void *ctx, cd_done_cb cb, void *opaque);
     void (*destroy)(void *ctx);
@@ -263,7 +265,7 @@ typedef struct cd_plugin_desc {
     const char *version;
     const char *description;
     cd_plugin_kind kind;
-    const cd_option *options;   /* terminated by an entry with name == NULL */
+    const cd_option *options;    /* terminated by an entry with name == NULL */
     const cd_sink_ops *sink;     /* kind == CD_PLUGIN_SINK */
     const cd_source_ops *source; /* kind == CD_PLUGIN_SOURCE */
 } cd_plugin_desc;
