@@ -126,6 +126,7 @@ struct pipeline {
     uv_timer_t commit_timer;
     int timers_open;
     int stopping, flushing, forced;
+    int closing_consumer, watch_closing;
     size_t sinks_stopping;
 
     /* source pipelines */
@@ -635,6 +636,7 @@ static void pl_timer_fire(uv_timer_t *t) {
     }
     pl_dispatch_all(pl);
     pl_check_revoke(pl);
+    pl_check_drained(pl);
 }
 
 static void pl_schedule(pipeline *pl, uint64_t due_ms) {
@@ -843,6 +845,10 @@ static void pl_consumer_ready(kafka_queue_watch *w) {
         for (ssize_t i = 0; i < n; i++)
             pl_intake(pl, msgs[i]);
         if (n < PL_CONSUME_BATCH) break;
+    }
+    if (pl->closing_consumer) {
+        pl_check_drained(pl);
+        return;
     }
     pl_dispatch_all(pl);
 }
@@ -1136,14 +1142,13 @@ static void pl_timer_closed(uv_handle_t *h) {
 static void pl_watch_closed(kafka_queue_watch *w) {
     pipeline *pl = container_of(w, pipeline, watch);
     pl->watch_open = 0;
-    /* The consumer leaves its group; this may take a moment but happens once,
-     * after all work is done.  Revokes it triggers complete at once. */
     pl->forced = 1;
     if (pl->rk) {
-        rd_kafka_consumer_close(pl->rk);
         if (pl->queue) rd_kafka_queue_destroy(pl->queue);
         pl->queue = NULL;
-        rd_kafka_destroy(pl->rk);
+        /* Closed already (consumer_close_queue), or the grace period is over:
+         * either way destroying must not wait for the group again. */
+        rd_kafka_destroy_flags(pl->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
         pl->rk = NULL;
     }
     /* Then the sinks. */
@@ -1171,19 +1176,46 @@ static void pl_finish_stop(pipeline *pl) {
 }
 
 /* Once nothing is in flight: commit, then close consumer and sinks. */
+/* The consumer has left its group (or we stop waiting for it). */
+static void pl_consumer_closed(pipeline *pl) {
+    if (!pl->watch_open || pl->watch_closing) return;
+    pl->watch_closing = 1;
+    uv_timer_stop(&pl->commit_timer);
+    uv_timer_stop(&pl->dispatch_timer);
+    kafka_queue_watch_close(&pl->watch, pl_watch_closed);
+}
+
+/* Once nothing is in flight: commit, then close the consumer without
+ * blocking the loop (rd_kafka_consumer_close_queue; the close's rebalance
+ * events arrive on the consumer queue we already drain), then the sinks. */
 static void pl_check_drained(pipeline *pl) {
     if (!pl->stopping || pl->state == PIPELINE_STOPPED || !pl->watch_open || pl->sinks_stopping)
         return;
+    if (pl->closing_consumer) {
+        if (pl->forced || rd_kafka_consumer_closed(pl->rk))
+            pl_consumer_closed(pl);
+        else
+            pl_schedule(pl, uv_now(pl->eng->loop) + 20);
+        return;
+    }
     if (!pl->forced) {
         for (pl_partition *p = pl->parts; p; p = p->next)
             if (pl_partition_busy(p, pl->sink_count)) return;
     }
-    if (pl->forced && pl->orphans)
-        log_msg(CD_LOG_WARN, pl->conf->name, "grace period over with batches still in flight");
-    pl_commit(pl, 0, 1);
-    uv_timer_stop(&pl->commit_timer);
-    uv_timer_stop(&pl->dispatch_timer);
-    kafka_queue_watch_close(&pl->watch, pl_watch_closed);
+    pl_commit(pl, 0, 0);
+    pl->closing_consumer = 1;
+    if (pl->forced) {
+        pl_consumer_closed(pl);
+        return;
+    }
+    rd_kafka_error_t *err = rd_kafka_consumer_close_queue(pl->rk, pl->queue);
+    if (err) {
+        log_msg(CD_LOG_WARN, pl->conf->name, "consumer close: %s", rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+        pl_consumer_closed(pl);
+        return;
+    }
+    pl_schedule(pl, uv_now(pl->eng->loop) + 20);
 }
 
 void pipeline_stop(pipeline *pl) {

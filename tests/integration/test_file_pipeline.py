@@ -190,3 +190,62 @@ def test_sigterm_exits_zero_within_grace_with_offsets_committed(kafka, engines, 
             expect += 1
         got = committed.get(p, -1)
         assert got == expect or (expect == 0 and got == -1), (p, committed, expect)
+
+
+import pytest
+
+
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_rebalance_loses_nothing_and_no_process_writes_a_record_twice(
+        kafka, engines, tmp_path, strategy):
+    """A second engine joins the group mid-stream (eager or cooperative
+    rebalance), then the first leaves: every event is delivered, and neither
+    process hands the same record to its sink twice."""
+    topic = unique("rebalance")
+    create_topic(kafka, topic, 6)
+    total, chunk = 40_000, 1_000
+    props = {"bootstrap.servers": kafka["KAFKA_BOOTSTRAP"],
+             "partition.assignment.strategy": strategy, "session.timeout.ms": 6000}
+    outs = [tmp_path / "a", tmp_path / "b"]
+    group = f"rb-{strategy}"
+
+    def pipeline(out):
+        return file_pipeline(group, topic, out, batch={"max_records": 100, "linger_ms": 1})
+
+    # Events keep arriving (1,000 every 150 ms) while the group changes.
+    import threading
+
+    def producer():
+        for start in range(0, total, chunk):
+            produce(kafka, topic, events(chunk, N_KEYS, start=start))
+            time.sleep(0.15)
+
+    feeder = threading.Thread(target=producer)
+    feeder.start()
+    a = engines(props, {"p": pipeline(outs[0])}).start()
+    assert wait_for_lines(outs[0] / f"{topic}.ndjson", 2_000, proc=a.proc) >= 2_000
+    b = engines(props, {"p": pipeline(outs[1])}).start()
+    b.wait_log("assigned", timeout=60)
+    time.sleep(1.5)
+    assert a.stop() == 0  # a leaves: b takes everything over
+    feeder.join()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        seen = set()
+        for out in outs:
+            path = out / f"{topic}.ndjson"
+            if path.exists():
+                seen |= {(r["partition"], r["offset"]) for r in read_ndjson(path)}
+        if len(seen) >= total:
+            break
+        time.sleep(0.5)
+    assert b.stop() == 0
+    all_lines = []
+    for out in outs:
+        lines = read_ndjson(out / f"{topic}.ndjson")
+        keys = [(r["partition"], r["offset"]) for r in lines]
+        assert len(keys) == len(set(keys)), f"{out.name} wrote a record twice"
+        all_lines += lines
+    check_order_and_completeness(all_lines, total, N_KEYS, allow_duplicates=True)
+    assert "revoked" in a.logs()
+    assert all((out / f"{topic}.ndjson").exists() for out in outs), "both took part"
