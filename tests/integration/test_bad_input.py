@@ -137,3 +137,17 @@ def test_tolerance_none_fails_the_pipeline_without_committing_past_the_record(
     time.sleep(1)  # a few commit intervals
     assert eng.stop() == 0
     assert committed_offsets(kafka, "connectd.strict", topic) == {0: 1}
+
+
+def test_every_plugin_readme_carries_its_option_table_as_connectd_plugins_prints_it():
+    from conftest import ROOT
+    out = run(["plugins"]).stdout
+    sections = [s for s in out.split("## ")[1:]]
+    assert sections, out
+    for sec in sections:
+        name = sec.split(" ", 1)[0]
+        module = [l for l in sec.splitlines() if l.startswith("Module: ")][0][8:]
+        plugin_dir = ROOT / "plugins" / module.rsplit("/", 1)[1].removesuffix(".so")
+        table = sec[sec.index("| option |"):].strip().split("\n\n")[0]
+        readme = (plugin_dir / "README.md").read_text()
+        assert table in readme, f"{plugin_dir}/README.md lacks the option table of {name}:\n{table}"
