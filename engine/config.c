@@ -48,6 +48,10 @@ static const cd_option pipeline_options[] = {
      "records held per partition before it is paused"},
     {"max_inflight_bytes", CD_OPT_INT, "67108864", 0, 1, 1024, 4294967296.0, NULL,
      "bytes held per partition before it is paused"},
+    {"max_pipeline_inflight_records", CD_OPT_INT, "100000", 0, 1, 1, 100000000, NULL,
+     "records held over all partitions before every partition is paused"},
+    {"max_pipeline_inflight_bytes", CD_OPT_INT, "268435456", 0, 1, 1024, 68719476736.0, NULL,
+     "bytes held over all partitions before every partition is paused"},
     {"kafka", CD_OPT_JSON, "{}", 0, 0, 0, 0, NULL, "librdkafka overrides for this pipeline"},
     {0},
 };
@@ -348,6 +352,8 @@ int pipeline_conf_load(const char *file, const plugin_registry *r, diag *d, pipe
     pc->value_format = vf && strcmp(vf, "raw") == 0 ? CD_VALUE_RAW : CD_VALUE_JSON;
     pc->max_inflight_records = configmap_int(cfg, "max_inflight_records");
     pc->max_inflight_bytes = configmap_int(cfg, "max_inflight_bytes");
+    pc->max_pipeline_inflight_records = configmap_int(cfg, "max_pipeline_inflight_records");
+    pc->max_pipeline_inflight_bytes = configmap_int(cfg, "max_pipeline_inflight_bytes");
 
     int has_sinks = configmap_is_set(cfg, "sinks"), has_source = configmap_is_set(cfg, "source");
     if (has_sinks == has_source)

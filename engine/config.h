@@ -54,6 +54,8 @@ typedef struct pipeline_conf {
     retry_policy retry;
     int64_t max_inflight_records; /* per partition: pause above, resume below half */
     int64_t max_inflight_bytes;
+    int64_t max_pipeline_inflight_records; /* all partitions: pause all above, resume below half */
+    int64_t max_pipeline_inflight_bytes;
     json_t *kafka; /* librdkafka overrides, string values */
     /* source pipelines */
     plugin_conf *source;

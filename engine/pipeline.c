@@ -7,6 +7,7 @@
  */
 #include "pipeline.h"
 #include "condition.h"
+#include "keyhold.h"
 #include "log.h"
 #include "offsets.h"
 
@@ -30,20 +31,24 @@ typedef struct pl_msg {
     pl_partition *part;
     uint64_t seq;
     uint64_t done_mask; /* bit i: sink i is done with this record */
+    uint64_t held_mask; /* bit i: held back in sink i's lane for a retry */
     uint64_t arrived_ms;
     size_t bytes;
     json_t *doc; /* parsed value, kept only when a sink has `when` */
     char *error; /* set when the record failed before any sink */
 } pl_msg;
 
-/* One sink's progress through one partition. */
+/* One sink's progress through one partition.  Records are handed out in
+ * offset order; a key whose record must be retried is held (keyhold), and
+ * its later records wait in `held` while other keys go on. */
 typedef struct pl_lane {
-    uint64_t next_seq; /* first record this sink has not been handed */
-    int inflight;      /* a batch is out */
-    int64_t attempts;  /* consecutive failed tries of the head record */
-    uint64_t first_failure_ms;
-    uint64_t retry_at_ms;
-    char *last_error;
+    uint64_t next_seq; /* first record this sink has not looked at */
+    int inflight;      /* a batch is out (at most one per lane) */
+    keyhold_map holds; /* keys waiting for a retry */
+    seqset held;       /* records held behind them, in offset order */
+    uint64_t refused_until_ms; /* write() refused a batch: wait */
+    int64_t refusals;
+    uint64_t round; /* batch completions, to count one attempt per key per batch */
 } pl_lane;
 
 struct pl_partition {
@@ -68,6 +73,7 @@ typedef struct pl_batch {
     pl_partition *part;
     size_t sink;
     pl_msg **msgs;
+    unsigned char *was_held; /* taken from the lane's held set */
     cd_record *recs;
     cd_outcome *outcomes;
     char **reasons;
@@ -120,6 +126,9 @@ struct pipeline {
     int revoke_cooperative;
     uint64_t revoke_deadline_ms;
     pl_dlq *dlq_waiting; /* dead-letter produces waiting for a retry */
+
+    size_t records, bytes; /* held in partition windows, all partitions */
+    int bp_paused;         /* backpressure over the whole pipeline */
 
     uv_timer_t dispatch_timer;
     uint64_t dispatch_due_ms;
@@ -198,6 +207,8 @@ static pl_partition *pl_partition_add(pipeline *pl, const char *topic, int32_t p
     p->stop_seq = UINT64_MAX;
     offset_window_init(&p->win);
     p->lanes = calloc(pl->sink_count, sizeof(pl_lane));
+    for (size_t i = 0; i < pl->sink_count; i++)
+        keyhold_map_init(&p->lanes[i].holds);
     p->next = pl->parts;
     pl->parts = p;
     return p;
@@ -206,6 +217,8 @@ static pl_partition *pl_partition_add(pipeline *pl, const char *topic, int32_t p
 static void pl_msg_free(void *data, void *opaque) {
     pl_msg *m = data;
     m->part->bytes -= m->bytes;
+    m->part->pl->bytes -= m->bytes;
+    m->part->pl->records--;
     rd_kafka_message_destroy(m->rkm);
     free(m->headers);
     json_decref(m->doc);
@@ -222,8 +235,10 @@ static int pl_partition_busy(const pl_partition *p, size_t sink_count) {
 
 static void pl_partition_free(pipeline *pl, pl_partition *p) {
     offset_window_free(&p->win, pl_msg_free, NULL);
-    for (size_t i = 0; i < pl->sink_count; i++)
-        free(p->lanes[i].last_error);
+    for (size_t i = 0; i < pl->sink_count; i++) {
+        keyhold_map_free(&p->lanes[i].holds);
+        seqset_free(&p->lanes[i].held);
+    }
     free(p->lanes);
     free(p->topic);
     free(p);
@@ -301,18 +316,37 @@ static void pl_pause_all(pipeline *pl, int pause) {
 /* Backpressure: pause a partition whose window is over the high mark,
  * resume it under half. */
 static void pl_backpressure(pipeline *pl, pl_partition *p) {
-    int over = p->win.count >= (size_t)pl->conf->max_inflight_records ||
-               p->bytes >= (size_t)pl->conf->max_inflight_bytes;
-    int under = p->win.count <= (size_t)pl->conf->max_inflight_records / 2 &&
-                p->bytes <= (size_t)pl->conf->max_inflight_bytes / 2;
+    const pipeline_conf *c = pl->conf;
+    int running = pl->state == PIPELINE_RUNNING;
+    /* The pipeline as a whole: every partition pauses above the high mark. */
+    if (!pl->bp_paused &&
+        (pl->records >= (size_t)c->max_pipeline_inflight_records ||
+         pl->bytes >= (size_t)c->max_pipeline_inflight_bytes)) {
+        pl->bp_paused = 1;
+        if (running) pl_pause_all(pl, 1);
+        log_msg(CD_LOG_INFO, c->name, "paused fetching: %zu records, %zu bytes in flight",
+                pl->records, pl->bytes);
+    } else if (pl->bp_paused && pl->records <= (size_t)c->max_pipeline_inflight_records / 2 &&
+               pl->bytes <= (size_t)c->max_pipeline_inflight_bytes / 2) {
+        pl->bp_paused = 0;
+        log_msg(CD_LOG_INFO, c->name, "resumed fetching: %zu records, %zu bytes in flight",
+                pl->records, pl->bytes);
+        for (pl_partition *q = pl->parts; running && q; q = q->next)
+            if (!q->paused) pl_pause_partition(pl, q, 0);
+    }
+    /* One partition. */
+    int over = p->win.count >= (size_t)c->max_inflight_records ||
+               p->bytes >= (size_t)c->max_inflight_bytes;
+    int under = p->win.count <= (size_t)c->max_inflight_records / 2 &&
+                p->bytes <= (size_t)c->max_inflight_bytes / 2;
     if (!p->paused && over) {
         p->paused = 1;
-        if (pl->state == PIPELINE_RUNNING) pl_pause_partition(pl, p, 1);
-        LOG_DEBUG("%s: %s[%d] paused: %zu records, %zu bytes in flight", pl->conf->name, p->topic,
+        if (running && !pl->bp_paused) pl_pause_partition(pl, p, 1);
+        LOG_DEBUG("%s: %s[%d] paused: %zu records, %zu bytes in flight", c->name, p->topic,
                   p->partition, p->win.count, p->bytes);
     } else if (p->paused && under) {
         p->paused = 0;
-        if (pl->state == PIPELINE_RUNNING) pl_pause_partition(pl, p, 0);
+        if (running && !pl->bp_paused) pl_pause_partition(pl, p, 0);
     }
 }
 
@@ -522,17 +556,38 @@ static void pl_batch_free(pl_batch *b) {
     for (size_t i = 0; i < b->b.count; i++)
         free(b->reasons[i]);
     free(b->msgs);
+    free(b->was_held);
     free(b->recs);
     free(b->outcomes);
     free(b->reasons);
     free(b);
 }
 
+/* Puts m back in the lane's held set behind its key's hold h. */
+static void pl_lane_hold(pl_lane *lane, keyhold *h, pl_msg *m, uint64_t bit) {
+    if (!(m->held_mask & bit)) {
+        m->held_mask |= bit;
+        h->outstanding++;
+        seqset_insert(&lane->held, m->seq);
+    }
+}
+
+/* One of h's held records left for good (OK, dead-lettered, skipped). */
+static void pl_lane_unhold(pl_lane *lane, keyhold *h) {
+    h->attempts = 0;
+    h->retry_at_ms = 0;
+    h->hint_ms = 0;
+    if (h->outstanding && --h->outstanding == 0)
+        keyhold_remove(&lane->holds, h);
+}
+
 static void pl_batch_complete(pl_batch *b) {
     pipeline *pl = b->pl;
     pl_partition *p = b->part;
-    pl_lane *lane = &p->lanes[b->sink];
-    pl_sink *s = &pl->sinks[b->sink];
+    size_t si = b->sink;
+    pl_lane *lane = &p->lanes[si];
+    pl_sink *s = &pl->sinks[si];
+    uint64_t bit = (uint64_t)1 << si;
     lane->inflight = 0;
     if (pl_is_orphan(pl, p)) {
         pl_batch_free(b);
@@ -540,56 +595,102 @@ static void pl_batch_complete(pl_batch *b) {
         return;
     }
     uint64_t now = uv_now(pl->eng->loop);
-    size_t first_retry = b->b.count, ok = 0;
+    uint64_t round = ++lane->round;
+    const retry_policy *rp = &s->conf->retry;
+    size_t ok = 0, retried = 0;
+    /* Pass 1: outcomes in batch order (offset order).  A RETRY holds its key;
+     * a later record of a held key that the sink wrote anyway goes out again
+     * after the retry, so the last write per key is still the newest. */
     for (size_t i = 0; i < b->b.count; i++) {
+        pl_msg *m = b->msgs[i];
+        keyhold *h = keyhold_find(&lane->holds, m->rec.key, m->rec.key_len);
+        if (b->outcomes[i] == CD_RECORD_RETRY || (h && h->failed_round == round)) {
+            if (!h)
+                h = keyhold_get(&lane->holds, m->rec.key, m->rec.key_len);
+            if (b->outcomes[i] == CD_RECORD_RETRY && h->failed_round != round) {
+                /* One attempt per key per batch. */
+                if (h->attempts == 0)
+                    h->first_failure_ms = now;
+                h->attempts++;
+                h->failed_round = round;
+                free(h->last_error);
+                h->last_error = strdup(b->reasons[i] ? b->reasons[i] : "retry requested");
+            }
+            if (b->retry_hint_ms > h->hint_ms)
+                h->hint_ms = b->retry_hint_ms;
+            if (b->was_held[i])
+                h->outstanding--, m->held_mask &= ~bit; /* re-held just below */
+            pl_lane_hold(lane, h, m, bit);
+            b->outcomes[i] = CD_RECORD_RETRY; /* goes out again, whatever it said */
+            retried++;
+            continue;
+        }
         if (b->outcomes[i] == CD_RECORD_OK) {
             ok++;
-            pl_msg_sink_done(pl, b->msgs[i], b->sink);
-        } else if (b->outcomes[i] == CD_RECORD_FATAL) {
-            pl_record_failed(pl, b->msgs[i], (int)b->sink, "fatal",
-                             b->reasons[i] ? b->reasons[i] : "sink reported a fatal error",
-                             lane->attempts + 1);
-        } else if (first_retry == b->b.count) {
-            first_retry = i;
+            if (h && b->was_held[i])
+                pl_lane_unhold(lane, h);
+            pl_msg_sink_done(pl, m, si);
+        } else {
+            if (h && b->was_held[i])
+                pl_lane_unhold(lane, h);
+            pl_record_failed(pl, m, (int)si, "fatal",
+                             b->reasons[i] ? b->reasons[i] : "sink reported a fatal error", 1);
         }
     }
     metrics_add(s->m_records_out, (double)ok);
-    if (first_retry < b->b.count) {
-        /* Rewind to the first record to retry; the OK ones after it are
-         * marked done and will be skipped, so nothing is written twice. */
-        const char *why = b->reasons[first_retry] ? b->reasons[first_retry] : "retry requested";
-        if (lane->attempts == 0) lane->first_failure_ms = now;
-        lane->attempts++;
-        free(lane->last_error);
-        lane->last_error = strdup(why);
+    /* Pass 2: schedule each key that failed in this batch, or give up on it. */
+    for (size_t i = 0; retried && i < b->b.count; i++) {
+        if (b->outcomes[i] != CD_RECORD_RETRY)
+            continue; /* done (and perhaps released) in pass 1 */
+        pl_msg *m = b->msgs[i];
+        keyhold *h = keyhold_find(&lane->holds, m->rec.key, m->rec.key_len);
+        if (!h || h->failed_round != round || h->handled_round == round)
+            continue;
+        h->handled_round = round;
         metrics_add(s->m_retries, 1);
-        const retry_policy *rp = &s->conf->retry;
-        if (lane->attempts >= rp->max_attempts ||
-            (int64_t)(now - lane->first_failure_ms) >= rp->max_elapsed_ms) {
-            char reason[1024];
-            snprintf(reason, sizeof(reason), "retries exhausted after %" PRId64 " attempts: %s",
-                     lane->attempts, why);
-            int64_t attempts = lane->attempts;
-            lane->attempts = 0;
-            for (size_t i = first_retry; i < b->b.count; i++)
-                if (b->outcomes[i] == CD_RECORD_RETRY)
-                    pl_record_failed(pl, b->msgs[i], (int)b->sink, "retriable", reason, attempts);
-        } else {
-            int64_t delay =
-                pipeline_backoff_ms(rp, lane->attempts, b->retry_hint_ms, (uint32_t)rand());
-            lane->next_seq = b->msgs[first_retry]->seq;
-            lane->retry_at_ms = now + (uint64_t)delay;
+        int exhausted = h->attempts >= rp->max_attempts ||
+                        (int64_t)(now - h->first_failure_ms) >= rp->max_elapsed_ms;
+        if (!exhausted) {
+            int64_t delay = pipeline_backoff_ms(rp, h->attempts, h->hint_ms, (uint32_t)rand());
+            h->retry_at_ms = now + (uint64_t)delay;
             log_msg(CD_LOG_WARN, s->inst.prefix,
-                    "%s[%d]@%" PRId64 ": %s; retry %" PRId64 " in %" PRId64 " ms", p->topic,
-                    p->partition, b->msgs[first_retry]->rec.offset, why, lane->attempts, delay);
-            pl_schedule(pl, lane->retry_at_ms);
+                    "%s[%d]@%" PRId64 ": %s; retry %" PRId64 " of key in %" PRId64 " ms", p->topic,
+                    p->partition, m->rec.offset, h->last_error, h->attempts, delay);
+            pl_schedule(pl, h->retry_at_ms);
+            continue;
         }
-    } else {
-        lane->attempts = 0;
+        /* Every record of this key that failed in this batch is given up;
+         * the key's newer held records get a fresh budget. */
+        char reason[1024];
+        snprintf(reason, sizeof(reason), "retries exhausted after %" PRId64 " attempts: %s",
+                 h->attempts, h->last_error);
+        int64_t attempts = h->attempts;
+        h->retry_at_ms = 0;
+        h->failed_round = 0;
+        for (size_t j = i; j < b->b.count; j++) {
+            pl_msg *mj = b->msgs[j];
+            if (b->outcomes[j] != CD_RECORD_RETRY ||
+                keyhold_find(&lane->holds, mj->rec.key, mj->rec.key_len) != h)
+                continue;
+            for (size_t k = 0; k < lane->held.n; k++) {
+                if (lane->held.v[k] == mj->seq) {
+                    seqset_remove_at(&lane->held, k);
+                    break;
+                }
+            }
+            mj->held_mask &= ~bit;
+            h->outstanding--;
+            b->outcomes[j] = CD_RECORD_FATAL; /* gone: pass 2 must not look again */
+            pl_record_failed(pl, mj, (int)si, "retriable", reason, attempts);
+        }
+        h->attempts = 0;
+        h->hint_ms = 0;
+        if (h->outstanding == 0)
+            keyhold_remove(&lane->holds, h);
     }
     pl_batch_free(b);
     pl_backpressure(pl, p);
-    if (!pl->stopping) pl_dispatch_lane(pl, p, (size_t)(s - pl->sinks));
+    if (!pl->stopping) pl_dispatch_lane(pl, p, si);
     pl_check_revoke(pl);
     pl_check_drained(pl);
 }
@@ -647,97 +748,154 @@ static void pl_schedule(pipeline *pl, uint64_t due_ms) {
     uv_timer_start(&pl->dispatch_timer, pl_timer_fire, due_ms > now ? due_ms - now : 0, 0);
 }
 
-static int pl_when_matches(pipeline *pl, const pl_sink *s, pl_msg *m) {
-    if (!s->conf->when) return 1;
-    return condition_eval(s->conf->when, m->doc);
-}
+
+typedef struct pl_pick {
+    pl_msg *m;
+    int was_held;
+} pl_pick;
 
 static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
     pl_lane *lane = &p->lanes[si];
     pl_sink *s = &pl->sinks[si];
     if (lane->inflight || p->revoking || pl->forced || (pl->stopping && !pl->flushing)) return;
-    uint64_t end = offset_window_end(&p->win);
-    if (pl->state == PIPELINE_FAILED && p->stop_seq < end) end = p->stop_seq;
     uint64_t now = uv_now(pl->eng->loop);
-    if (lane->retry_at_ms > now) {
-        pl_schedule(pl, lane->retry_at_ms);
+    if (lane->refused_until_ms > now) {
+        pl_schedule(pl, lane->refused_until_ms);
         return;
     }
+    uint64_t end = offset_window_end(&p->win);
+    if (pl->state == PIPELINE_FAILED && p->stop_seq < end) end = p->stop_seq;
     uint64_t bit = (uint64_t)1 << si;
     const batch_policy *bp = &pl->conf->batch;
-    /* Pass 1: skip what this sink is done with (conditions are applied here:
-     * a record its `when` rejects is done for this sink) and size the batch. */
-    size_t count = 0, bytes = 0;
-    uint64_t first = UINT64_MAX, last = 0, oldest = 0;
+    size_t max = (size_t)bp->max_records;
+    pl_pick *picks = malloc(max * sizeof(*picks));
+    size_t count = 0, bytes = 0, from_held = 0;
+    uint64_t oldest = UINT64_MAX, next_wake = UINT64_MAX;
+
+    /* Held records whose key's backoff is over, oldest first. */
+    for (size_t i = 0; i < lane->held.n && count < max; i++) {
+        uint64_t seq = lane->held.v[i];
+        if (seq >= end) break;
+        offset_entry *e = offset_window_get(&p->win, seq);
+        pl_msg *m = e ? e->data : NULL;
+        if (!m) continue;
+        keyhold *h = keyhold_find(&lane->holds, m->rec.key, m->rec.key_len);
+        if (h && h->retry_at_ms > now) {
+            if (h->retry_at_ms < next_wake) next_wake = h->retry_at_ms;
+            continue;
+        }
+        if (count > 0 && bytes + m->bytes > (size_t)bp->max_bytes) break;
+        picks[count].m = m;
+        picks[count].was_held = 1;
+        count++;
+        from_held++;
+        bytes += m->bytes;
+    }
+    /* New records: skip what this sink is done with, apply `when`, and hold
+     * those whose key is held. */
     uint64_t seq = lane->next_seq > p->win.base_seq ? lane->next_seq : p->win.base_seq;
-    for (; seq < end && count < (size_t)bp->max_records; seq++) {
+    uint64_t first_new = UINT64_MAX;
+    for (; seq < end && count < max; seq++) {
         offset_entry *e = offset_window_get(&p->win, seq);
         if (!e) continue;
         pl_msg *m = e->data;
-        if (m->done_mask & bit) continue;
-        if (!pl_when_matches(pl, s, m)) {
+        if ((m->done_mask | m->held_mask) & bit) continue;
+        keyhold *h = keyhold_find(&lane->holds, m->rec.key, m->rec.key_len);
+        if (h) {
+            pl_lane_hold(lane, h, m, bit);
+            continue;
+        }
+        if (s->conf->when && !condition_eval(s->conf->when, m->doc)) {
             pl_msg_sink_done(pl, m, si); /* may release m */
             continue;
         }
         if (count > 0 && bytes + m->bytes > (size_t)bp->max_bytes) break;
-        if (first == UINT64_MAX) {
-            first = seq;
-            oldest = m->arrived_ms;
-        }
-        last = seq;
+        if (first_new == UINT64_MAX) first_new = seq;
+        if (m->arrived_ms < oldest) oldest = m->arrived_ms;
+        picks[count].m = m;
+        picks[count].was_held = 0;
         count++;
         bytes += m->bytes;
     }
+    if (next_wake != UINT64_MAX) pl_schedule(pl, next_wake);
     if (count == 0) {
         lane->next_seq = seq;
+        free(picks);
         return;
     }
-    lane->next_seq = first;
-    int full = count >= (size_t)bp->max_records || bytes >= (size_t)bp->max_bytes || seq < end ||
-               pl->state == PIPELINE_FAILED;
-    if (!full && !pl->flushing && now < oldest + (uint64_t)bp->linger_ms) {
+    int full = count >= max || bytes >= (size_t)bp->max_bytes || seq < end || from_held ||
+               pl->state == PIPELINE_FAILED || pl->flushing;
+    if (!full && now < oldest + (uint64_t)bp->linger_ms) {
+        lane->next_seq = first_new;
         pl_schedule(pl, oldest + (uint64_t)bp->linger_ms);
+        free(picks);
         return;
     }
-    /* Pass 2: build the batch over [first, last]. */
+    /* Build the batch in offset order (held and new picks are each sorted). */
     pl_batch *b = calloc(1, sizeof(*b));
     b->pl = pl;
     b->part = p;
     b->sink = si;
     b->msgs = malloc(count * sizeof(*b->msgs));
+    b->was_held = malloc(count);
     b->recs = malloc(count * sizeof(*b->recs));
     b->outcomes = malloc(count * sizeof(*b->outcomes));
     b->reasons = calloc(count, sizeof(*b->reasons));
-    size_t n = 0;
-    for (uint64_t q = first; q <= last && n < count; q++) {
-        offset_entry *e = offset_window_get(&p->win, q);
-        if (!e) continue;
-        pl_msg *m = e->data;
-        if (m->done_mask & bit) continue;
-        b->msgs[n] = m;
-        b->recs[n] = m->rec;
+    size_t hi = 0, ni = from_held, n = 0;
+    while (n < count) {
+        int take_held = hi < from_held && (ni >= count || picks[hi].m->seq < picks[ni].m->seq);
+        pl_pick *pk = take_held ? &picks[hi++] : &picks[ni++];
+        b->msgs[n] = pk->m;
+        b->was_held[n] = (unsigned char)pk->was_held;
+        b->recs[n] = pk->m->rec;
         b->outcomes[n] = (cd_outcome)-1;
         n++;
     }
-    b->b.count = n;
+    free(picks);
+    /* Taken held records leave the held set while they are out. */
+    if (from_held) {
+        size_t w = 0;
+        for (size_t r = 0; r < lane->held.n; r++) {
+            offset_entry *e = offset_window_get(&p->win, lane->held.v[r]);
+            pl_msg *m = e ? e->data : NULL;
+            int taken = 0;
+            for (size_t k = 0; m && k < count; k++)
+                if (b->msgs[k] == m && b->was_held[k]) taken = 1;
+            if (taken)
+                m->held_mask &= ~bit;
+            else
+                lane->held.v[w++] = lane->held.v[r];
+        }
+        lane->held.n = w;
+    }
+    b->b.count = count;
     b->b.records = b->recs;
     b->b.engine_private = b;
-    b->remaining = n;
-    lane->next_seq = last + 1;
+    b->remaining = count;
+    uint64_t saved_next = lane->next_seq;
+    lane->next_seq = seq;
     lane->inflight = 1;
     metrics_add(s->m_batches, 1);
     int r = s->ops->write(s->ctx, &b->b);
     if (r < 0) {
-        /* Not taken: retry the whole batch later. */
+        /* Not taken: everything goes back where it was, and the lane waits. */
         lane->inflight = 0;
-        lane->next_seq = first;
-        lane->attempts++;
-        lane->retry_at_ms = now + (uint64_t)pipeline_backoff_ms(&s->conf->retry, lane->attempts, 0,
-                                                                (uint32_t)rand());
+        lane->next_seq = first_new != UINT64_MAX ? first_new : saved_next;
+        if (lane->next_seq > seq) lane->next_seq = seq;
+        for (size_t k = 0; k < count; k++) {
+            if (!b->was_held[k]) continue;
+            b->msgs[k]->held_mask |= bit;
+            seqset_insert(&lane->held, b->msgs[k]->seq);
+        }
+        lane->refusals++;
+        lane->refused_until_ms =
+            now + (uint64_t)pipeline_backoff_ms(&s->conf->retry, lane->refusals, 0, (uint32_t)rand());
         log_msg(CD_LOG_WARN, s->inst.prefix, "write refused the batch (%d); retrying", r);
         pl_batch_free(b);
-        pl_schedule(pl, lane->retry_at_ms);
+        pl_schedule(pl, lane->refused_until_ms);
+        return;
     }
+    lane->refusals = 0;
 }
 
 static void pl_dispatch_all(pipeline *pl) {
@@ -822,10 +980,14 @@ static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
                 "%s[%d]@%" PRId64 " arrived out of order (window at %" PRId64 "); dropped", topic,
                 rkm->partition, rkm->offset, offset_window_watermark(&p->win));
         m->part->bytes += m->bytes;
+        pl->bytes += m->bytes;
+        pl->records++;
         pl_msg_free(m, NULL);
         return;
     }
     p->bytes += m->bytes;
+    pl->bytes += m->bytes;
+    pl->records++;
     metrics_add(pl->m_records_in, 1);
     if (m->error) {
         m->done_mask = pl->all_sinks_mask;
@@ -1005,6 +1167,9 @@ static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
     rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
     rd_kafka_conf_set(conf, "client.id", "connectd", err, sizeof(err));
     rd_kafka_conf_set(conf, "queued.min.messages", "20000", err, sizeof(err));
+    /* librdkafka prefetches up to this much per partition; its default
+     * (64 MiB) would dwarf the engine's own in-flight bounds. */
+    rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "16384", err, sizeof(err));
     if (kafka_conf_apply(conf, props, errbuf, errlen) < 0) {
         json_decref(props);
         rd_kafka_conf_destroy(conf);
@@ -1109,9 +1274,11 @@ void pipeline_pause(pipeline *pl) {
 void pipeline_resume(pipeline *pl) {
     if (pl->state != PIPELINE_PAUSED) return;
     pl_set_state(pl, PIPELINE_RUNNING, NULL);
-    pl_pause_all(pl, 0);
-    for (pl_partition *p = pl->parts; p; p = p->next)
-        if (p->paused) pl_pause_partition(pl, p, 1);
+    if (!pl->bp_paused) {
+        pl_pause_all(pl, 0);
+        for (pl_partition *p = pl->parts; p; p = p->next)
+            if (p->paused) pl_pause_partition(pl, p, 1);
+    }
     if (pl->source_ctx && pl->conf->source->plugin->desc->source->resume)
         pl->conf->source->plugin->desc->source->resume(pl->source_ctx);
     pl_dispatch_all(pl);

@@ -55,8 +55,9 @@ Test(plugin, discovery_keeps_going_past_refused_modules) {
     plugin_registry r = {0};
     int refused = plugin_registry_discover(&r, "/nonexistent:" CONNECTD_FIXTURE_DIR);
     cr_assert_eq(refused, 3, "abi_mismatch, bad_desc, no_entry refused; got %d", refused);
-    cr_assert_eq(r.count, 1);
+    cr_assert_eq(r.count, 2, "test-good and test-scripted load");
     cr_assert_not_null(plugin_find(&r, "test-good"));
+    cr_assert_not_null(plugin_find(&r, "test-scripted"));
     plugin_registry_free(&r);
 }
 

@@ -1,0 +1,751 @@
+#!/usr/bin/env python3
+"""connectd benchmark driver (make bench -> bench/run -> here).
+
+Produces one data set into a fresh topic of the local Apache Kafka broker, then
+runs every scenario beside its reference in the same invocation, several times
+interleaved, and prints one table (also written to bench/results/latest.json).
+Only ratios measured side by side mean anything on a shared, noisy machine.
+
+Every count is checked; a mismatch is an error (exit status 1).
+
+Environment:
+  KAFKA_BOOTSTRAP   the broker (bench/run sources build/stack/kafka.env)
+  BUILD_DIR         where connectd was built (default: build)
+  BENCH_SCALE       scales record counts (default 1.0 = 200,000 records)
+  BENCH_REPEAT      runs of each scenario and reference, interleaved (default 3)
+  BENCH_KEEP        1: keep the work directories (configs, logs, output files)
+  BENCH_ENGINE_CONFIG  a JSON object merged into the engine config, e.g.
+                    '{"kafka": {"fetch.wait.max.ms": "10"}}' (for experiments;
+                    the overrides are printed and recorded in latest.json)
+  BENCH_FILE_PIPELINE  a JSON object merged into the sink-file pipeline, e.g.
+                    '{"max_inflight_records": 100000}'
+  BENCH_PERF        1: also run the engine once under `perf record` (DWARF call
+                    graphs) and write bench/results/perf-file.txt (that run
+                    is not part of the table)
+"""
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+BUILD = Path(os.environ.get("BUILD_DIR", ROOT / "build"))
+if not BUILD.is_absolute():
+    BUILD = ROOT / BUILD
+CONNECTD = BUILD / "connectd"
+
+BASE_RECORDS = 200_000
+KEYS = 1_000
+PARTITIONS = 3
+VALUE_BYTES = 300
+POLL_S = 0.01
+STALL_S = 60.0  # no progress for this long is an error
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def env_float(name, default):
+    v = os.environ.get(name)
+    if v in (None, ""):
+        return default
+    try:
+        return float(v)
+    except ValueError:
+        raise BenchError(f"{name}={v!r} is not a number")
+
+
+# --------------------------------------------------------------------------- data
+
+EVENT_TYPES = ["user-info-submitted", "documents-processed", "kyc-verified",
+               "policy-recommended", "workflow-completed", "workflow-errors"]
+FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"]
+LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"]
+COUNTRIES = ["GB", "DE", "FR", "NL", "IE", "ES", "IT", "SE"]
+RISK = ["LOW", "LOW", "LOW", "MEDIUM", "HIGH"]
+FILLER = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/124.0.0.0 Safari/537.36 onboarding-web/3.14.1 " * 4)
+
+
+def make_events(n, keys, run_id, seed=20240501):
+    """n onboarding-like JSON events of VALUE_BYTES bytes each (±1), keyed by
+    customerId over `keys` customers. Yields (key, value bytes, eventId)."""
+    rng = random.Random(seed)
+    base_ms = 1714564800000  # 2024-05-01T12:00:00Z
+    for i in range(n):
+        cust = f"cust-{rng.randrange(keys):04d}"
+        etype = EVENT_TYPES[i % len(EVENT_TYPES)]
+        ts = base_ms + i * 7
+        event_id = f"evt-{run_id}-{i:08d}"
+        doc = {
+            "eventId": event_id,
+            "eventType": etype,
+            "customerId": cust,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1000))
+                         + f".{ts % 1000:03d}Z",
+            "data": {
+                "step": etype,
+                "firstName": FIRST[i % len(FIRST)],
+                "lastName": LAST[(i // 8) % len(LAST)],
+                "country": COUNTRIES[i % len(COUNTRIES)],
+                "riskLevel": RISK[i % len(RISK)],
+                "score": round(rng.random(), 3),
+                "userAgent": "",
+            },
+        }
+        raw = json.dumps(doc, separators=(",", ":"))
+        pad = max(0, VALUE_BYTES - len(raw))
+        doc["data"]["userAgent"] = FILLER[:pad]
+        yield cust, json.dumps(doc, separators=(",", ":")).encode(), event_id
+
+
+def topic_admin(bootstrap, *args):
+    """bench/kafka-topic.js (kafkajs): create / delete topics. Returns an error
+    text, or None on success."""
+    if not shutil.which("node"):
+        return "node not found"
+    p = subprocess.run(["node", str(BENCH / "kafka-topic.js"), *map(str, args)],
+                       capture_output=True, timeout=120,
+                       env=dict(os.environ, KAFKA_BOOTSTRAP=bootstrap))
+    return None if p.returncode == 0 else (p.stderr.decode(errors="replace").strip() or "failed")
+
+
+def create_topic(bootstrap, topic):
+    err = topic_admin(bootstrap, "create", topic, PARTITIONS)
+    if err:
+        log(f"creating {topic} failed ({err}); relying on auto-creation (num.partitions=3)")
+
+
+def topic_partitions(bootstrap, topic):
+    p = subprocess.run(["kcat", "-b", bootstrap, "-L", "-J", "-t", topic], capture_output=True,
+                       timeout=60)
+    if p.returncode != 0:
+        raise BenchError(f"kcat -L {topic}: {p.stderr.decode(errors='replace')}")
+    md = json.loads(p.stdout)
+    for t in md.get("topics", []):
+        if t.get("topic") == topic:
+            return len(t.get("partitions", []))
+    return 0
+
+
+def produce(bootstrap, topic, n, run_id, workdir):
+    """Writes the data set with kcat (key and value separated by 0x1f). Returns
+    the list of eventIds and the mean value size. Not measured."""
+    data = workdir / "records.txt"
+    ids = []
+    vbytes = 0
+    with open(data, "wb") as f:
+        for key, value, eid in make_events(n, KEYS, run_id):
+            f.write(key.encode() + b"\x1f" + value + b"\n")
+            ids.append(eid)
+            vbytes += len(value)
+    t0 = time.monotonic()
+    with open(data, "rb") as f:
+        p = subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-K", "\x1f",
+                            "-X", "linger.ms=20", "-X", "batch.num.messages=10000",
+                            "-X", "queue.buffering.max.messages=1000000",
+                            "-X", "queue.buffering.max.kbytes=1048576"],
+                           stdin=f, capture_output=True, timeout=600)
+    if p.returncode != 0:
+        raise BenchError(f"kcat produce failed: {p.stderr.decode(errors='replace')}")
+    log(f"produced {n} records ({vbytes / max(n, 1):.0f} B values) in "
+        f"{time.monotonic() - t0:.1f}s")
+    data.unlink()
+    return ids, vbytes / max(n, 1)
+
+
+# --------------------------------------------------------------------------- process measurement
+
+class Usage:
+    """What bench-rusage reported for one process."""
+
+    def __init__(self, text):
+        f = dict(kv.split("=", 1) for kv in text.split())
+        self.pid = int(f["pid"])
+        self.status = int(f["status"])
+        self.ru_utime = int(f["utime_us"]) / 1e6
+        self.ru_stime = int(f["stime_us"]) / 1e6
+        self.ru_maxrss = int(f["maxrss_kb"])
+
+
+def rusage_helper():
+    """build/bench/bench-rusage (built by CMake with the rest); compiled here
+    with cc when it is missing or older than its source."""
+    exe = BUILD / "bench" / "bench-rusage"
+    src = BENCH / "rusage.c"
+    if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", str(exe), str(src)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError(f"cannot build {exe}: {p.stderr}")
+    return exe
+
+
+def measured(cmd, rufile):
+    """cmd run under bench-rusage, which writes the command's own rusage to rufile."""
+    return [str(rusage_helper()), str(rufile)] + [str(c) for c in cmd]
+
+
+def read_usage(proc, rufile):
+    """Reaps the bench-rusage process and returns the measured command's Usage."""
+    proc.wait()
+    try:
+        return Usage(Path(rufile).read_text())
+    except (OSError, KeyError, ValueError) as e:
+        raise BenchError(f"bench-rusage left no usable report in {rufile} "
+                         f"(exit {proc.returncode}): {e}")
+
+
+def child_of(pid):
+    """The first child of pid (bench-rusage's command), or None."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else None
+    except (OSError, ValueError):
+        return None
+
+
+def proc_cpu_s(pid):
+    """user+sys CPU seconds of a live process so far (clock-tick resolution)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def result(name, n, wall_s, ru, first_s=None, extra=None):
+    cpu = ru.ru_utime + ru.ru_stime
+    r = {
+        "scenario": name,
+        "records": n,
+        "wall_s": wall_s,
+        "records_per_s": n / wall_s if wall_s > 0 else None,
+        "cpu_s": cpu,
+        "cpu_user_s": ru.ru_utime,
+        "cpu_sys_s": ru.ru_stime,
+        "cpu_us_per_record": cpu * 1e6 / n if n else None,
+        "peak_rss_mib": ru.ru_maxrss / 1024.0,
+        "first_record_s": first_s,
+        # Rate from the first record to the last: start-up (group join, offset
+        # fetch) left out. Informational; the table's records/s includes it.
+        "records_per_s_after_first": (n - 1) / (wall_s - first_s)
+        if first_s is not None and wall_s > first_s and n > 1 else None,
+    }
+    r.update(extra or {})
+    return r
+
+
+# --------------------------------------------------------------------------- reference: kcat
+
+def run_kcat(bootstrap, topic, n, workroot, group=None):
+    """kcat's raw consume of the whole topic: one '.' per record on a pipe (so
+    the count is exact and output costs next to nothing), exit after the last
+    record. Wall time is fork to exit; CPU and RSS from wait4."""
+    # -c N: exit at the N-th record. -e alone would add the broker's wait for
+    # more data at the end of the partitions (fetch.wait.max.ms, 500 ms) to
+    # every run; -e stays so that a short topic ends the run instead of hanging.
+    if group:
+        # The balanced consumer: joins a fresh group first, as the engine does.
+        args = ["kcat", "-b", bootstrap, "-G", group, "-X", "auto.offset.reset=earliest",
+                "-e", "-q", "-c", str(n), "-f", ".", topic]
+    else:
+        args = ["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q",
+                "-c", str(n), "-f", "."]
+    rufile = Path(tempfile.mkstemp(prefix="kcat-", suffix=".rusage", dir=workroot)[1])
+    t0 = time.monotonic()
+    proc = subprocess.Popen(measured(args, rufile), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    got = 0
+    first = None
+    fd = proc.stdout.fileno()
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        if first is None:
+            first = time.monotonic() - t0
+        got += len(chunk)
+    ru = read_usage(proc, rufile)
+    wall = time.monotonic() - t0
+    rc = ru.status
+    rufile.unlink()
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stdout.close()
+    proc.stderr.close()
+    if rc != 0:
+        raise BenchError(f"kcat consume exited {rc}: {err}")
+    if got != n:
+        raise BenchError(f"kcat consumed {got} records, expected {n}")
+    name = "kcat -G group consume" if group else "kcat raw consume (reference)"
+    return result(name, n, wall, ru, first)
+
+
+# ------------------------------------------------------------------- scenario: engine -> sink-file
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path, nbytes=4000):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - nbytes))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def verify_file_output(path, topic, n, ids):
+    """Every line parses, every eventId arrives exactly once, key matches the
+    value's customerId, and (partition, offset) never repeats."""
+    want = set(ids)
+    seen = set()
+    offsets = set()
+    lines = 0
+    with open(path, "rb") as f:
+        for line in f:
+            lines += 1
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                raise BenchError(f"{path}:{lines}: line is not JSON: {line[:200]!r}")
+            v = rec.get("value") or {}
+            eid = v.get("eventId")
+            if eid not in want:
+                raise BenchError(f"{path}:{lines}: unexpected eventId {eid!r}")
+            if eid in seen:
+                raise BenchError(f"{path}:{lines}: eventId {eid} written twice")
+            seen.add(eid)
+            if rec.get("topic") != topic or rec.get("key") != v.get("customerId"):
+                raise BenchError(f"{path}:{lines}: topic/key mismatch: {line[:200]!r}")
+            po = (rec.get("partition"), rec.get("offset"))
+            if po in offsets:
+                raise BenchError(f"{path}:{lines}: partition/offset {po} written twice")
+            offsets.add(po)
+    if lines != n or len(seen) != n:
+        missing = sorted(want - seen)
+        raise BenchError(f"{path}: {lines} lines, {len(seen)} distinct events, expected {n}; "
+                         f"missing e.g. {missing[:5]}")
+
+
+def merge(base, extra):
+    """base updated with extra, nested objects merged (for the BENCH_* overrides)."""
+    out = dict(base)
+    for k, v in (extra or {}).items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def env_json(name):
+    v = os.environ.get(name)
+    if not v:
+        return {}
+    try:
+        obj = json.loads(v)
+    except ValueError as e:
+        raise BenchError(f"{name}: not JSON: {e}")
+    if not isinstance(obj, dict):
+        raise BenchError(f"{name}: expected a JSON object")
+    return obj
+
+
+class Engine:
+    """One connectd process under bench-rusage, with its own config directory
+    (engine config + pipeline files), log and admin port."""
+
+    def __init__(self, work, cfg, pipelines, perf=None):
+        self.work = work
+        self.cfg_path = work / "connectd.json"
+        self.cfg_path.write_text(json.dumps(cfg, indent=2))
+        for fname, body in pipelines.items():
+            (work / f"{fname}.json").write_text(json.dumps(body, indent=2))
+        self.log = work / "connectd.log"
+        self.rufile = work / "connectd.rusage"
+        self.perf = perf
+        self.proc = None
+
+    def start(self):
+        cmd = [CONNECTD, "run", "-c", self.cfg_path]
+        if self.perf:
+            cmd = ["perf", "record", "--call-graph", "dwarf,16384", "-F", "1999", "-q",
+                   "-o", self.perf, "--"] + cmd
+        with open(self.log, "wb") as logf:
+            self.t0_wall = time.time()
+            self.t0 = time.monotonic()
+            self.proc = subprocess.Popen(measured(cmd, self.rufile), stdout=logf,
+                                         stderr=subprocess.STDOUT, cwd=self.work)
+        return self
+
+    def elapsed(self):
+        return time.monotonic() - self.t0
+
+    def pid(self):
+        """The connectd process (below bench-rusage, and perf if profiling)."""
+        pid = child_of(self.proc.pid)
+        if pid and self.perf:
+            pid = child_of(pid)
+        return pid
+
+    def check_alive(self, what):
+        if self.proc.poll() is not None:
+            raise BenchError(f"connectd exited ({self.proc.returncode}) {what}:\n{self.tail()}")
+
+    def tail(self):
+        return tail(self.log)
+
+    def stop(self, timeout=30):
+        """SIGTERM (bench-rusage forwards it), wait for exit; returns the
+        engine's Usage and the seconds shutdown took. Exit status must be 0."""
+        t = time.monotonic()
+        if self.perf:
+            pid = self.pid()  # signal the engine, not perf: perf then exits with it
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BenchError(f"connectd did not exit within {timeout}s of SIGTERM:\n"
+                             f"{self.tail()}")
+        usage = read_usage(self.proc, self.rufile)
+        if usage.status != 0:
+            raise BenchError(f"connectd exited {usage.status} after SIGTERM:\n{self.tail()}")
+        return usage, time.monotonic() - t
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            pid = self.pid()
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.kill()
+            self.proc.wait()
+
+
+class LineCounter:
+    """Counts the lines of a growing file incrementally (reads only new bytes)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fh = None
+        self.count = 0
+
+    def poll(self):
+        if self.fh is None:
+            try:
+                self.fh = open(self.path, "rb")
+            except FileNotFoundError:
+                return 0
+        new = 0
+        while True:
+            chunk = self.fh.read(1 << 20)
+            if not chunk:
+                break
+            new += chunk.count(b"\n")
+        self.count += new
+        return new
+
+    def mtime(self):
+        return os.fstat(self.fh.fileno()).st_mtime_ns / 1e9
+
+    def close(self):
+        if self.fh:
+            self.fh.close()
+
+
+def run_engine_file(bootstrap, topic, n, ids, workroot, rep, perf=None):
+    """The engine with one sink-file pipeline in a fresh consumer group, from
+    process start until the output file holds every record; then SIGTERM.
+    Wall time: start to the file's last write (its mtime when the count was
+    reached); CPU and peak RSS: the whole engine process, over its whole life."""
+    work = Path(tempfile.mkdtemp(prefix=f"file-{rep}-", dir=workroot))
+    out = work / "out"
+    cfg = {"kafka": {"bootstrap.servers": bootstrap}, "pipelines_dir": ".",
+           "log_level": "warn", "commit_interval_ms": 1000, "shutdown_grace_ms": 10000,
+           "admin_listen": f"127.0.0.1:{free_port()}"}
+    pipeline = {"name": f"bench-file-{uuid.uuid4().hex[:10]}", "topics": [topic],
+                "batch": {"max_records": 2000, "linger_ms": 5},
+                "sinks": [{"plugin": "file", "path": str(out / "${topic}.ndjson")}]}
+    cfg = merge(cfg, env_json("BENCH_ENGINE_CONFIG"))
+    pipeline = merge(pipeline, env_json("BENCH_FILE_PIPELINE"))
+    path = out / f"{topic}.ndjson"
+
+    eng = Engine(work, cfg, {"bench-file": pipeline}, perf=perf).start()
+    lines = LineCounter(path)
+    first = done_at = cpu_at_last = None
+    last_progress = time.monotonic()
+    try:
+        while True:
+            if lines.poll():
+                if first is None:
+                    first = eng.elapsed()
+                last_progress = time.monotonic()
+            if lines.count >= n:
+                done_at = min(eng.elapsed(), max(lines.mtime() - eng.t0_wall, first))
+                pid = eng.pid()
+                cpu_at_last = proc_cpu_s(pid) if pid else None
+                break
+            eng.check_alive(f"after {lines.count} of {n} records")
+            if time.monotonic() - last_progress > STALL_S:
+                raise BenchError(f"no progress for {STALL_S:.0f}s at {lines.count} of {n} "
+                                 f"records:\n{eng.tail()}")
+            time.sleep(POLL_S)
+        usage, stop_s = eng.stop()
+    finally:
+        lines.close()
+        eng.kill()
+    verify_file_output(path, topic, n, ids)
+    r = result("consume → sink-file", n, done_at, usage, first,
+               {"cpu_s_to_last_record": cpu_at_last, "shutdown_s": stop_s,
+                "work_dir": str(work)})
+    return r, work
+
+
+# --------------------------------------------------------------------------- reporting
+
+COLUMNS = [("scenario", "scenario", "{}"), ("records", "records", "{:,}"),
+           ("wall s", "wall_s", "{:.2f}"), ("records/s", "records_per_s", "{:,.0f}"),
+           ("CPU s", "cpu_s", "{:.2f}"), ("CPU µs/rec", "cpu_us_per_record", "{:.2f}"),
+           ("peak RSS MiB", "peak_rss_mib", "{:.1f}"), ("vs reference", "vs_reference", "{:.2f}"),
+           ("1st rec s", "first_record_s", "{:.2f}")]
+
+
+def fmt(v, f):
+    if v is None:
+        return "-"
+    return f.format(v)
+
+
+def table(rows):
+    cells = [[h for h, _, _ in COLUMNS]]
+    for r in rows:
+        cells.append([fmt(r.get(k), f) for _, k, f in COLUMNS])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    lines = []
+    for j, c in enumerate(cells):
+        parts = [c[0].ljust(widths[0])] + [c[i].rjust(widths[i]) for i in range(1, len(c))]
+        lines.append(" | ".join(parts))
+        if j == 0:
+            lines.append("-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def median_run(runs):
+    """The run with the median records/s (lower median for an even count), so a
+    row's figures all come from one run."""
+    s = sorted(runs, key=lambda r: r["records_per_s"])
+    return dict(s[(len(s) - 1) // 2])
+
+
+def host_info():
+    info = {"nproc": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/loadavg") as f:
+            info["loadavg_at_start"] = f.read().split()[:3]
+    except OSError:
+        pass
+    for key, cmd in (("connectd", [str(CONNECTD), "--version"]), ("kcat", ["kcat", "-V"]),
+                     ("git", ["git", "-C", str(ROOT), "describe", "--always", "--dirty"])):
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            out = (p.stdout or p.stderr).strip().splitlines()
+            if key == "kcat":
+                out = [l for l in out if l.startswith("Version")]
+            info[key] = out[0] if out else None
+        except (OSError, subprocess.SubprocessError):
+            info[key] = None
+    return info
+
+
+# --------------------------------------------------------------------------- main
+
+def main():
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        raise BenchError("KAFKA_BOOTSTRAP not set (run through bench/run or make bench)")
+    if not CONNECTD.exists():
+        raise BenchError(f"{CONNECTD} not built (run make bench)")
+    scale = env_float("BENCH_SCALE", 1.0)
+    if scale <= 0:
+        raise BenchError("BENCH_SCALE must be positive")
+    repeat = int(env_float("BENCH_REPEAT", 3))
+    if repeat < 1:
+        raise BenchError("BENCH_REPEAT must be at least 1")
+    keep = os.environ.get("BENCH_KEEP") == "1"
+    n = max(1, round(BASE_RECORDS * scale))
+    overrides = {k: env_json(k) for k in ("BENCH_ENGINE_CONFIG", "BENCH_FILE_PIPELINE")
+                 if env_json(k)}
+    started = time.monotonic()
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    workroot = Path(tempfile.mkdtemp(prefix="bench-", dir=BUILD))
+    run_id = uuid.uuid4().hex[:8]
+    topic = f"bench-{run_id}"
+    ok = False
+    try:
+        log(f"topic {topic}: {n} records over {KEYS} keys, {PARTITIONS} partitions; "
+            f"{repeat} interleaved runs each; work dir {workroot}")
+        create_topic(bootstrap, topic)
+        ids, avg_value = produce(bootstrap, topic, n, run_id, workroot)
+        parts = topic_partitions(bootstrap, topic)
+        if parts != PARTITIONS:
+            raise BenchError(f"topic {topic} has {parts} partitions, expected {PARTITIONS}")
+        # Unmeasured warm-up: checks what was produced and warms the broker's
+        # page cache and JIT, so the first measured run is not the odd one out;
+        # the group consume makes a fresh broker create __consumer_offsets now.
+        run_kcat(bootstrap, topic, n, workroot)
+        run_kcat(bootstrap, topic, n, workroot, group=f"bench-warmup-{run_id}")
+
+        runs = {"kcat": [], "kcat_group": [], "file": []}
+        for rep in range(repeat):
+            k = run_kcat(bootstrap, topic, n, workroot)
+            runs["kcat"].append(k)
+            log(f"run {rep + 1}/{repeat}: kcat {k['records_per_s']:,.0f} rec/s, "
+                f"{k['cpu_us_per_record']:.2f} µs/rec")
+            g = run_kcat(bootstrap, topic, n, workroot,
+                         group=f"bench-kcat-{uuid.uuid4().hex[:10]}")
+            runs["kcat_group"].append(g)
+            log(f"run {rep + 1}/{repeat}: kcat -G {g['records_per_s']:,.0f} rec/s, "
+                f"{g['cpu_us_per_record']:.2f} µs/rec, first record after "
+                f"{g['first_record_s']:.2f}s")
+            f, work = run_engine_file(bootstrap, topic, n, ids, workroot, rep)
+            runs["file"].append(f)
+            log(f"run {rep + 1}/{repeat}: sink-file {f['records_per_s']:,.0f} rec/s, "
+                f"{f['cpu_us_per_record']:.2f} µs/rec, first record after "
+                f"{f['first_record_s']:.2f}s")
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+
+        perf_report = None
+        if os.environ.get("BENCH_PERF") == "1":
+            perf_report = profile(bootstrap, topic, n, ids, workroot)
+
+        ref = median_run(runs["kcat"])
+        ref["vs_reference"] = 1.0
+        grp = median_run(runs["kcat_group"])
+        grp["vs_reference"] = grp["records_per_s"] / ref["records_per_s"]
+        fil = median_run(runs["file"])
+        fil["vs_reference"] = fil["records_per_s"] / ref["records_per_s"]
+        fil["cpu_vs_reference"] = fil["cpu_us_per_record"] / ref["cpu_us_per_record"]
+        fil["vs_group_reference"] = fil["records_per_s"] / grp["records_per_s"]
+        rows = [ref, grp, fil]
+        for r in rows:
+            r.pop("work_dir", None)
+        for rs in runs.values():
+            for r in rs:
+                r.pop("work_dir", None)
+
+        print()
+        print(f"connectd bench: {n:,} records of ~{avg_value:.0f} B over {KEYS:,} keys, "
+              f"{PARTITIONS} partitions, broker {bootstrap}; median of {repeat} runs")
+        if overrides:
+            print(f"overrides (not the default scenario): {json.dumps(overrides)}")
+        print(table(rows))
+        print()
+        print(f"consume → sink-file reaches {fil['vs_reference']:.1%} of kcat's raw consume rate "
+              f"(target ≥ 50%) and {fil['vs_group_reference']:.1%} of kcat -G's, "
+              f"at {fil['cpu_vs_reference']:.1f}× kcat's CPU per record; first record after "
+              f"{fil['first_record_s']:.2f}s (kcat -G: {grp['first_record_s']:.2f}s).")
+        doc = {
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "scale": scale, "repeat": repeat, "records": n, "keys": KEYS,
+            "partitions": PARTITIONS, "avg_value_bytes": avg_value, "topic": topic,
+            "bootstrap": bootstrap, "host": host_info(), "overrides": overrides,
+            "columns": [h for h, _, _ in COLUMNS],
+            "scenarios": [
+                {**ref, "reference": None, "runs": runs["kcat"]},
+                {**grp, "reference": ref["scenario"], "runs": runs["kcat_group"]},
+                {**fil, "reference": ref["scenario"], "target_vs_reference": 0.5,
+                 "runs": runs["file"]},
+            ],
+            "table": rows,
+            "perf_report": perf_report,
+            "elapsed_s": time.monotonic() - started,
+        }
+        (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        print(f"written {RESULTS.relative_to(ROOT) / 'latest.json'} "
+              f"({time.monotonic() - started:.0f}s)")
+        ok = True
+    finally:
+        if not keep:
+            err = topic_admin(bootstrap, "delete", topic)
+            if err:
+                log(f"could not delete topic {topic}: {err}")
+        if ok and not keep:
+            shutil.rmtree(workroot, ignore_errors=True)
+        else:
+            log(f"work files kept in {workroot}")
+
+
+def profile(bootstrap, topic, n, ids, workroot):
+    """One extra engine run under `perf record -g`; its report goes to
+    bench/results/perf-file.txt: CPU by thread and library, then the hottest
+    symbols (self time), then the hottest call chains (inclusive time)."""
+    if not shutil.which("perf"):
+        log("BENCH_PERF=1 but perf is not installed; skipped")
+        return None
+    data = workroot / "perf.data"
+    r, _ = run_engine_file(bootstrap, topic, n, ids, workroot, "perf", perf=data)
+    out = RESULTS / "perf-file.txt"
+    base = ["perf", "report", "-i", str(data), "--stdio", "-g", "none"]
+    sections = [
+        ("CPU by thread and library", base + ["--no-children", "--sort", "comm,dso"]),
+        ("hottest symbols (self)", base + ["--no-children", "--sort", "dso,symbol",
+                                           "--percent-limit", "0.5"]),
+        ("hottest call chains (inclusive)", base + ["--children", "--sort", "symbol",
+                                                    "--percent-limit", "3"]),
+    ]
+    with open(out, "w") as f:
+        f.write(f"# perf profile: connectd, sink-file scenario, {n} records; "
+                f"{r['records_per_s']:,.0f} rec/s and {r['cpu_us_per_record']:.2f} CPU µs/rec "
+                f"under perf\n")
+        for title, cmd in sections:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            body = [l for l in p.stdout.splitlines() if l.strip() and not l.startswith("#")]
+            f.write(f"\n## {title}\n" + "\n".join(body) + "\n")
+    log(f"perf profile of one sink-file run ({r['records_per_s']:,.0f} rec/s under perf) "
+        f"written to {out.relative_to(ROOT)}")
+    return str(out.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchError as e:
+        log(f"error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
