@@ -116,18 +116,18 @@ def make_events(n, keys, run_id, seed=20240501):
 
 
 def topic_admin(bootstrap, *args):
-    """bench/kafka-topic.js (kafkajs): create / delete topics. Returns an error
+    """scripts/kafka-admin.js (kafkajs): create / delete / list topics. Returns an error
     text, or None on success."""
     if not shutil.which("node"):
         return "node not found"
-    p = subprocess.run(["node", str(BENCH / "kafka-topic.js"), *map(str, args)],
+    p = subprocess.run(["node", str(BENCH.parent / "scripts" / "kafka-admin.js"), *map(str, args)],
                        capture_output=True, timeout=120,
                        env=dict(os.environ, KAFKA_BOOTSTRAP=bootstrap))
     return None if p.returncode == 0 else (p.stderr.decode(errors="replace").strip() or "failed")
 
 
 def create_topic(bootstrap, topic):
-    err = topic_admin(bootstrap, "create", topic, PARTITIONS)
+    err = topic_admin(bootstrap, "create-topic", topic, PARTITIONS)
     if err:
         log(f"creating {topic} failed ({err}); relying on auto-creation (num.partitions=3)")
 
@@ -701,7 +701,7 @@ def main():
         ok = True
     finally:
         if not keep:
-            err = topic_admin(bootstrap, "delete", topic)
+            err = topic_admin(bootstrap, "delete-topic", topic)
             if err:
                 log(f"could not delete topic {topic}: {err}")
         if ok and not keep:

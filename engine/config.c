@@ -52,6 +52,8 @@ static const cd_option pipeline_options[] = {
      "records held over all partitions before every partition is paused"},
     {"max_pipeline_inflight_bytes", CD_OPT_INT, "268435456", 0, 1, 1024, 68719476736.0, NULL,
      "bytes held over all partitions before every partition is paused"},
+    {"pause_after_ms", CD_OPT_INT, "500", 0, 1, 0, 600000, NULL,
+     "over a mark this long, partitions are paused in librdkafka (until then intake just waits)"},
     {"kafka", CD_OPT_JSON, "{}", 0, 0, 0, 0, NULL, "librdkafka overrides for this pipeline"},
     {0},
 };
@@ -354,6 +356,7 @@ int pipeline_conf_load(const char *file, const plugin_registry *r, diag *d, pipe
     pc->max_inflight_bytes = configmap_int(cfg, "max_inflight_bytes");
     pc->max_pipeline_inflight_records = configmap_int(cfg, "max_pipeline_inflight_records");
     pc->max_pipeline_inflight_bytes = configmap_int(cfg, "max_pipeline_inflight_bytes");
+    pc->pause_after_ms = configmap_int(cfg, "pause_after_ms");
 
     int has_sinks = configmap_is_set(cfg, "sinks"), has_source = configmap_is_set(cfg, "source");
     if (has_sinks == has_source)

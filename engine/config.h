@@ -56,7 +56,8 @@ typedef struct pipeline_conf {
     int64_t max_inflight_bytes;
     int64_t max_pipeline_inflight_records; /* all partitions: pause all above, resume below half */
     int64_t max_pipeline_inflight_bytes;
-    json_t *kafka; /* librdkafka overrides, string values */
+    int64_t pause_after_ms; /* blocked this long: pause partitions in librdkafka */
+    json_t *kafka;          /* librdkafka overrides, string values */
     /* source pipelines */
     plugin_conf *source;
 } pipeline_conf;

@@ -15,7 +15,9 @@ static uint64_t keyhold_hash(const void *key, size_t len) {
     return h;
 }
 
-void keyhold_map_init(keyhold_map *m) { memset(m, 0, sizeof(*m)); }
+void keyhold_map_init(keyhold_map *m) {
+    memset(m, 0, sizeof(*m));
+}
 
 void keyhold_map_free(keyhold_map *m) {
     for (size_t i = 0; i < m->nbuckets; i++) {
@@ -37,22 +39,18 @@ static int keyhold_match(const keyhold *h, uint64_t hash, const void *key, size_
 }
 
 keyhold *keyhold_find(keyhold_map *m, const void *key, size_t len) {
-    if (!m->count)
-        return NULL;
-    if (!key)
-        len = 0;
+    if (!m->count) return NULL;
+    if (!key) len = 0;
     uint64_t hash = keyhold_hash(key, len);
     for (keyhold *h = m->buckets[hash % m->nbuckets]; h; h = h->next)
-        if (keyhold_match(h, hash, key, len))
-            return h;
+        if (keyhold_match(h, hash, key, len)) return h;
     return NULL;
 }
 
 static int keyhold_grow(keyhold_map *m) {
     size_t n = m->nbuckets ? m->nbuckets * 2 : 64;
     keyhold **b = calloc(n, sizeof(*b));
-    if (!b)
-        return -1;
+    if (!b) return -1;
     for (size_t i = 0; i < m->nbuckets; i++) {
         keyhold *h = m->buckets[i];
         while (h) {
@@ -70,20 +68,15 @@ static int keyhold_grow(keyhold_map *m) {
 
 keyhold *keyhold_get(keyhold_map *m, const void *key, size_t len) {
     keyhold *h = keyhold_find(m, key, len);
-    if (h)
-        return h;
-    if (!key)
-        len = 0;
-    if ((m->count + 1 > m->nbuckets) && keyhold_grow(m) < 0)
-        return NULL;
+    if (h) return h;
+    if (!key) len = 0;
+    if ((m->count + 1 > m->nbuckets) && keyhold_grow(m) < 0) return NULL;
     h = calloc(1, sizeof(*h) + len);
-    if (!h)
-        return NULL;
+    if (!h) return NULL;
     h->hash = keyhold_hash(key, len);
     h->key_len = len;
     h->null_key = key == NULL;
-    if (len)
-        memcpy(h->key, key, len);
+    if (len) memcpy(h->key, key, len);
     h->next = m->buckets[h->hash % m->nbuckets];
     m->buckets[h->hash % m->nbuckets] = h;
     m->count++;
@@ -106,8 +99,7 @@ int seqset_insert(seqset *s, uint64_t seq) {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
         uint64_t *v = realloc(s->v, cap * sizeof(*v));
-        if (!v)
-            return -1;
+        if (!v) return -1;
         s->v = v;
         s->cap = cap;
     }
@@ -119,8 +111,7 @@ int seqset_insert(seqset *s, uint64_t seq) {
         else
             hi = mid;
     }
-    if (lo < s->n && s->v[lo] == seq)
-        return 0;
+    if (lo < s->n && s->v[lo] == seq) return 0;
     memmove(s->v + lo + 1, s->v + lo, (s->n - lo) * sizeof(*s->v));
     s->v[lo] = seq;
     s->n++;

@@ -19,7 +19,7 @@ typedef struct keyhold {
     uint64_t first_failure_ms; /* when that record first failed */
     uint64_t retry_at_ms;      /* when its held records may go again */
     int64_t hint_ms;
-    size_t outstanding; /* held records, including those out in a retry batch */
+    size_t outstanding;     /* held records, including those out in a retry batch */
     uint64_t failed_round;  /* lane round (batch completion) it last failed in */
     uint64_t handled_round; /* lane round whose failure was scheduled */
     char *last_error;

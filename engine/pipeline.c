@@ -7,6 +7,7 @@
  */
 #include "pipeline.h"
 #include "condition.h"
+#include "jsonscan.h"
 #include "keyhold.h"
 #include "log.h"
 #include "offsets.h"
@@ -42,10 +43,10 @@ typedef struct pl_msg {
  * offset order; a key whose record must be retried is held (keyhold), and
  * its later records wait in `held` while other keys go on. */
 typedef struct pl_lane {
-    uint64_t next_seq; /* first record this sink has not looked at */
-    int inflight;      /* a batch is out (at most one per lane) */
-    keyhold_map holds; /* keys waiting for a retry */
-    seqset held;       /* records held behind them, in offset order */
+    uint64_t next_seq;         /* first record this sink has not looked at */
+    int inflight;              /* a batch is out (at most one per lane) */
+    keyhold_map holds;         /* keys waiting for a retry */
+    seqset held;               /* records held behind them, in offset order */
     uint64_t refused_until_ms; /* write() refused a batch: wait */
     int64_t refusals;
     uint64_t round; /* batch completions, to count one attempt per key per batch */
@@ -58,7 +59,8 @@ struct pl_partition {
     pl_lane *lanes;
     int64_t committed; /* last offset we committed (-1: none) */
     size_t bytes;
-    int paused; /* by backpressure */
+    int over;    /* window over its high mark (until under half) */
+    int kpaused; /* paused in librdkafka by backpressure */
     int revoking;
     uint64_t stop_seq; /* FAILED: records from here on are not dispatched */
     size_t dlq_inflight;
@@ -128,7 +130,12 @@ struct pipeline {
     pl_dlq *dlq_waiting; /* dead-letter produces waiting for a retry */
 
     size_t records, bytes; /* held in partition windows, all partitions */
-    int bp_paused;         /* backpressure over the whole pipeline */
+    int over;              /* the pipeline is over its in-flight mark */
+    size_t parts_over;     /* partitions over theirs */
+    int intake_blocked;    /* the consumer queue is not drained */
+    uint64_t blocked_since_ms;
+    int escalated;     /* partitions over their mark were paused in librdkafka */
+    int drain_pending; /* drain the consumer queue at the next timer run */
 
     uv_timer_t dispatch_timer;
     uint64_t dispatch_due_ms;
@@ -152,6 +159,8 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si);
 static void pl_check_revoke(pipeline *pl);
 static void pl_check_drained(pipeline *pl);
 static void pl_schedule(pipeline *pl, uint64_t due_ms);
+static void pl_consumer_ready(kafka_queue_watch *w);
+static void pl_flow_pause_over(pipeline *pl);
 
 const char *pipeline_state_name(pipeline_state s) {
     static const char *names[] = {"STARTING", "RUNNING", "PAUSED", "FAILED", "DRAINING", "STOPPED"};
@@ -247,6 +256,10 @@ static void pl_partition_free(pipeline *pl, pl_partition *p) {
 /* Removes p from the active list; frees it now, or parks it as an orphan
  * until the sinks holding its records have answered. */
 static void pl_partition_remove(pipeline *pl, pl_partition *p) {
+    if (p->over) {
+        p->over = 0;
+        pl->parts_over--;
+    }
     for (pl_partition **pp = &pl->parts; *pp; pp = &(*pp)->next) {
         if (*pp == p) {
             *pp = p->next;
@@ -315,39 +328,86 @@ static void pl_pause_all(pipeline *pl, int pause) {
 
 /* Backpressure: pause a partition whose window is over the high mark,
  * resume it under half. */
+/* Backpressure.  Above a high mark (a partition's window, or the pipeline's
+ * total) intake stops at once: the consumer queue is left undrained, which
+ * costs nothing and resumes instantly.  If that lasts pause_after_ms, the
+ * partitions over their mark are paused in librdkafka (rd_kafka_pause_-
+ * partitions) and draining resumes, so rebalances and errors keep flowing
+ * while a sink is down for minutes.  Below half the mark everything resumes.
+ * (Pausing at once would cost about a second per cycle: librdkafka 2.0's
+ * fetcher notices a resume only at its next wakeup.) */
+static void pl_flow_update(pipeline *pl) {
+    uint64_t now = uv_now(pl->eng->loop);
+    int blocked = pl->over || pl->parts_over > 0;
+    if (blocked && pl->escalated) {
+        /* The sink is known to be slow: pause newcomers over their mark now. */
+        pl_flow_pause_over(pl);
+    } else if (blocked && !pl->intake_blocked) {
+        pl->intake_blocked = 1;
+        pl->blocked_since_ms = now;
+        pl_schedule(pl, now + (uint64_t)pl->conf->pause_after_ms);
+    } else if (!blocked && pl->intake_blocked) {
+        pl->intake_blocked = 0;
+        if (pl->escalated) {
+            pl->escalated = 0;
+            for (pl_partition *q = pl->parts; q; q = q->next) {
+                if (!q->kpaused) continue;
+                q->kpaused = 0;
+                if (pl->state == PIPELINE_RUNNING) pl_pause_partition(pl, q, 0);
+            }
+            log_msg(CD_LOG_INFO, pl->conf->name,
+                    "resumed fetching: %zu records, %zu bytes in flight", pl->records, pl->bytes);
+        }
+        pl->drain_pending = 1;
+        pl_schedule(pl, now);
+    }
+}
+
+/* Pauses (in librdkafka) every partition over its mark, or all of them when
+ * the pipeline is over its own. */
+static void pl_flow_pause_over(pipeline *pl) {
+    size_t n = 0;
+    for (pl_partition *q = pl->parts; q; q = q->next) {
+        if (!(pl->over || q->over) || q->kpaused) continue;
+        q->kpaused = 1;
+        n++;
+        if (pl->state == PIPELINE_RUNNING) pl_pause_partition(pl, q, 1);
+    }
+    if (n)
+        log_msg(CD_LOG_INFO, pl->conf->name,
+                "paused fetching: %zu records, %zu bytes in flight (%zu more partition(s) paused)",
+                pl->records, pl->bytes, n);
+}
+
+/* Blocked for pause_after_ms: pause what is over its mark, drain again. */
+static void pl_flow_escalate(pipeline *pl) {
+    if (!pl->intake_blocked || pl->escalated ||
+        uv_now(pl->eng->loop) < pl->blocked_since_ms + (uint64_t)pl->conf->pause_after_ms)
+        return;
+    pl->escalated = 1;
+    pl_flow_pause_over(pl);
+    pl->drain_pending = 1;
+}
+
 static void pl_backpressure(pipeline *pl, pl_partition *p) {
     const pipeline_conf *c = pl->conf;
-    int running = pl->state == PIPELINE_RUNNING;
-    /* The pipeline as a whole: every partition pauses above the high mark. */
-    if (!pl->bp_paused &&
-        (pl->records >= (size_t)c->max_pipeline_inflight_records ||
-         pl->bytes >= (size_t)c->max_pipeline_inflight_bytes)) {
-        pl->bp_paused = 1;
-        if (running) pl_pause_all(pl, 1);
-        log_msg(CD_LOG_INFO, c->name, "paused fetching: %zu records, %zu bytes in flight",
-                pl->records, pl->bytes);
-    } else if (pl->bp_paused && pl->records <= (size_t)c->max_pipeline_inflight_records / 2 &&
-               pl->bytes <= (size_t)c->max_pipeline_inflight_bytes / 2) {
-        pl->bp_paused = 0;
-        log_msg(CD_LOG_INFO, c->name, "resumed fetching: %zu records, %zu bytes in flight",
-                pl->records, pl->bytes);
-        for (pl_partition *q = pl->parts; running && q; q = q->next)
-            if (!q->paused) pl_pause_partition(pl, q, 0);
+    if (!pl->over && (pl->records >= (size_t)c->max_pipeline_inflight_records ||
+                      pl->bytes >= (size_t)c->max_pipeline_inflight_bytes))
+        pl->over = 1;
+    else if (pl->over && pl->records <= (size_t)c->max_pipeline_inflight_records / 2 &&
+             pl->bytes <= (size_t)c->max_pipeline_inflight_bytes / 2)
+        pl->over = 0;
+    if (p && !p->over &&
+        (p->win.count >= (size_t)c->max_inflight_records ||
+         p->bytes >= (size_t)c->max_inflight_bytes)) {
+        p->over = 1;
+        pl->parts_over++;
+    } else if (p && p->over && p->win.count <= (size_t)c->max_inflight_records / 2 &&
+               p->bytes <= (size_t)c->max_inflight_bytes / 2) {
+        p->over = 0;
+        pl->parts_over--;
     }
-    /* One partition. */
-    int over = p->win.count >= (size_t)c->max_inflight_records ||
-               p->bytes >= (size_t)c->max_inflight_bytes;
-    int under = p->win.count <= (size_t)c->max_inflight_records / 2 &&
-                p->bytes <= (size_t)c->max_inflight_bytes / 2;
-    if (!p->paused && over) {
-        p->paused = 1;
-        if (running && !pl->bp_paused) pl_pause_partition(pl, p, 1);
-        LOG_DEBUG("%s: %s[%d] paused: %zu records, %zu bytes in flight", c->name, p->topic,
-                  p->partition, p->win.count, p->bytes);
-    } else if (p->paused && under) {
-        p->paused = 0;
-        if (running && !pl->bp_paused) pl_pause_partition(pl, p, 0);
-    }
+    pl_flow_update(pl);
 }
 
 /* ------------------------------------------------------------ commits */
@@ -577,8 +637,7 @@ static void pl_lane_unhold(pl_lane *lane, keyhold *h) {
     h->attempts = 0;
     h->retry_at_ms = 0;
     h->hint_ms = 0;
-    if (h->outstanding && --h->outstanding == 0)
-        keyhold_remove(&lane->holds, h);
+    if (h->outstanding && --h->outstanding == 0) keyhold_remove(&lane->holds, h);
 }
 
 static void pl_batch_complete(pl_batch *b) {
@@ -605,21 +664,17 @@ static void pl_batch_complete(pl_batch *b) {
         pl_msg *m = b->msgs[i];
         keyhold *h = keyhold_find(&lane->holds, m->rec.key, m->rec.key_len);
         if (b->outcomes[i] == CD_RECORD_RETRY || (h && h->failed_round == round)) {
-            if (!h)
-                h = keyhold_get(&lane->holds, m->rec.key, m->rec.key_len);
+            if (!h) h = keyhold_get(&lane->holds, m->rec.key, m->rec.key_len);
             if (b->outcomes[i] == CD_RECORD_RETRY && h->failed_round != round) {
                 /* One attempt per key per batch. */
-                if (h->attempts == 0)
-                    h->first_failure_ms = now;
+                if (h->attempts == 0) h->first_failure_ms = now;
                 h->attempts++;
                 h->failed_round = round;
                 free(h->last_error);
                 h->last_error = strdup(b->reasons[i] ? b->reasons[i] : "retry requested");
             }
-            if (b->retry_hint_ms > h->hint_ms)
-                h->hint_ms = b->retry_hint_ms;
-            if (b->was_held[i])
-                h->outstanding--, m->held_mask &= ~bit; /* re-held just below */
+            if (b->retry_hint_ms > h->hint_ms) h->hint_ms = b->retry_hint_ms;
+            if (b->was_held[i]) h->outstanding--, m->held_mask &= ~bit; /* re-held just below */
             pl_lane_hold(lane, h, m, bit);
             b->outcomes[i] = CD_RECORD_RETRY; /* goes out again, whatever it said */
             retried++;
@@ -627,12 +682,10 @@ static void pl_batch_complete(pl_batch *b) {
         }
         if (b->outcomes[i] == CD_RECORD_OK) {
             ok++;
-            if (h && b->was_held[i])
-                pl_lane_unhold(lane, h);
+            if (h && b->was_held[i]) pl_lane_unhold(lane, h);
             pl_msg_sink_done(pl, m, si);
         } else {
-            if (h && b->was_held[i])
-                pl_lane_unhold(lane, h);
+            if (h && b->was_held[i]) pl_lane_unhold(lane, h);
             pl_record_failed(pl, m, (int)si, "fatal",
                              b->reasons[i] ? b->reasons[i] : "sink reported a fatal error", 1);
         }
@@ -640,12 +693,10 @@ static void pl_batch_complete(pl_batch *b) {
     metrics_add(s->m_records_out, (double)ok);
     /* Pass 2: schedule each key that failed in this batch, or give up on it. */
     for (size_t i = 0; retried && i < b->b.count; i++) {
-        if (b->outcomes[i] != CD_RECORD_RETRY)
-            continue; /* done (and perhaps released) in pass 1 */
+        if (b->outcomes[i] != CD_RECORD_RETRY) continue; /* done (and perhaps released) in pass 1 */
         pl_msg *m = b->msgs[i];
         keyhold *h = keyhold_find(&lane->holds, m->rec.key, m->rec.key_len);
-        if (!h || h->failed_round != round || h->handled_round == round)
-            continue;
+        if (!h || h->failed_round != round || h->handled_round == round) continue;
         h->handled_round = round;
         metrics_add(s->m_retries, 1);
         int exhausted = h->attempts >= rp->max_attempts ||
@@ -685,8 +736,7 @@ static void pl_batch_complete(pl_batch *b) {
         }
         h->attempts = 0;
         h->hint_ms = 0;
-        if (h->outstanding == 0)
-            keyhold_remove(&lane->holds, h);
+        if (h->outstanding == 0) keyhold_remove(&lane->holds, h);
     }
     pl_batch_free(b);
     pl_backpressure(pl, p);
@@ -735,6 +785,10 @@ static void pl_timer_fire(uv_timer_t *t) {
         d->next = NULL;
         pl_dlq_send(d);
     }
+    pl_flow_escalate(pl);
+    if (pl->drain_pending && pl->watch_open && !pl->watch_closing &&
+        (!pl->intake_blocked || pl->escalated))
+        pl_consumer_ready(&pl->watch);
     pl_dispatch_all(pl);
     pl_check_revoke(pl);
     pl_check_drained(pl);
@@ -747,7 +801,6 @@ static void pl_schedule(pipeline *pl, uint64_t due_ms) {
     pl->dispatch_due_ms = due_ms;
     uv_timer_start(&pl->dispatch_timer, pl_timer_fire, due_ms > now ? due_ms - now : 0, 0);
 }
-
 
 typedef struct pl_pick {
     pl_msg *m;
@@ -888,8 +941,8 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
             seqset_insert(&lane->held, b->msgs[k]->seq);
         }
         lane->refusals++;
-        lane->refused_until_ms =
-            now + (uint64_t)pipeline_backoff_ms(&s->conf->retry, lane->refusals, 0, (uint32_t)rand());
+        lane->refused_until_ms = now + (uint64_t)pipeline_backoff_ms(
+                                           &s->conf->retry, lane->refusals, 0, (uint32_t)rand());
         log_msg(CD_LOG_WARN, s->inst.prefix, "write refused the batch (%d); retrying", r);
         pl_batch_free(b);
         pl_schedule(pl, lane->refused_until_ms);
@@ -961,16 +1014,12 @@ static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
         r->headers = m->headers;
     }
     if (pl->conf->value_format == CD_VALUE_JSON && rkm->payload) {
-        json_error_t jerr;
-        json_t *doc = json_loadb(rkm->payload, rkm->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-        if (!doc) {
-            if (asprintf(&m->error, "value is not JSON: %s at byte %d", jerr.text, jerr.position) <
-                0)
-                m->error = NULL;
+        char why[160];
+        if (json_validate(rkm->payload, rkm->len, why, sizeof(why)) < 0) {
+            if (asprintf(&m->error, "value is not JSON: %s", why) < 0) m->error = NULL;
         } else if (pl->needs_doc) {
-            m->doc = doc;
-        } else {
-            json_decref(doc);
+            /* A sink's `when` reads fields: only then build a tree. */
+            m->doc = json_loadb(rkm->payload, rkm->len, JSON_DECODE_ANY, NULL);
         }
     }
     uint32_t pending = m->error ? 1 : (uint32_t)pl->sink_count;
@@ -1001,7 +1050,15 @@ static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
 static void pl_consumer_ready(kafka_queue_watch *w) {
     pipeline *pl = container_of(w, pipeline, watch);
     rd_kafka_message_t *msgs[PL_CONSUME_BATCH];
+    /* Blocked by backpressure: leave the queue; pl_flow_update drains it
+     * when there is room again (the pipe will not signal again until the
+     * queue was emptied). */
+    pl->drain_pending = 0;
     for (;;) {
+        if (pl->intake_blocked && !pl->escalated && !pl->closing_consumer && !pl->stopping) {
+            pl->drain_pending = 1;
+            break;
+        }
         ssize_t n = rd_kafka_consume_batch_queue(pl->queue, 0, msgs, PL_CONSUME_BATCH);
         if (n <= 0) break;
         for (ssize_t i = 0; i < n; i++)
@@ -1072,7 +1129,16 @@ static void pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_assign(rk, parts);
         }
         log_msg(CD_LOG_INFO, pl->conf->name, "assigned %d partition(s)", parts->cnt);
-        if (pl->state != PIPELINE_RUNNING) rd_kafka_pause_partitions(rk, parts);
+        if (pl->state != PIPELINE_RUNNING) {
+            rd_kafka_pause_partitions(rk, parts);
+        } else if (pl->over && pl->escalated) {
+            for (int i = 0; i < parts->cnt; i++) {
+                pl_partition *p =
+                    pl_partition_find(pl, parts->elems[i].topic, parts->elems[i].partition);
+                if (p) p->kpaused = 1;
+            }
+            rd_kafka_pause_partitions(rk, parts);
+        }
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
@@ -1166,7 +1232,9 @@ static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
     /* Defaults a sink connector wants; the user's properties override them. */
     rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err));
     rd_kafka_conf_set(conf, "client.id", "connectd", err, sizeof(err));
-    rd_kafka_conf_set(conf, "queued.min.messages", "20000", err, sizeof(err));
+    /* A low threshold makes librdkafka 2.0 back off fetching for a second
+     * at a time; the byte bound below is what limits memory. */
+    rd_kafka_conf_set(conf, "queued.min.messages", "1000000", err, sizeof(err));
     /* librdkafka prefetches up to this much per partition; its default
      * (64 MiB) would dwarf the engine's own in-flight bounds. */
     rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "16384", err, sizeof(err));
@@ -1274,11 +1342,9 @@ void pipeline_pause(pipeline *pl) {
 void pipeline_resume(pipeline *pl) {
     if (pl->state != PIPELINE_PAUSED) return;
     pl_set_state(pl, PIPELINE_RUNNING, NULL);
-    if (!pl->bp_paused) {
-        pl_pause_all(pl, 0);
-        for (pl_partition *p = pl->parts; p; p = p->next)
-            if (p->paused) pl_pause_partition(pl, p, 1);
-    }
+    pl_pause_all(pl, 0);
+    for (pl_partition *p = pl->parts; p; p = p->next)
+        if (p->kpaused) pl_pause_partition(pl, p, 1);
     if (pl->source_ctx && pl->conf->source->plugin->desc->source->resume)
         pl->conf->source->plugin->desc->source->resume(pl->source_ctx);
     pl_dispatch_all(pl);

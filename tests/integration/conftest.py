@@ -183,7 +183,7 @@ def wait_for_lines(path: Path, n, timeout=120, proc=None):
                 return count
         if proc is not None and proc.poll() is not None:
             break
-        time.sleep(0.2)
+        time.sleep(0.02)
     return count
 
 

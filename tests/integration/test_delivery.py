@@ -194,7 +194,9 @@ def test_sink_down_for_20s_with_20000_records_waiting_stays_bounded_then_deliver
     lines = read_out(out)
     assert len({v["eventId"] for *_, v in lines}) == 20_000
     assert_per_key_order(lines)
-    assert "paused fetching: 3000 records" in eng.logs()
+    import re
+    paused_at = [int(n) for n in re.findall(r"paused fetching: (\d+) records", eng.logs())]
+    assert any(n >= 3_000 for n in paused_at), f"the pipeline-wide mark never paused: {paused_at}"
     assert "resumed fetching" in eng.logs()
     assert eng.stop() == 0
 

@@ -80,15 +80,17 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(kafka, engines, tmp_path)
     create_topic(kafka, topic, 3)
     produce(kafka, topic, events(N_EVENTS, N_KEYS))
     out = tmp_path / "out"
-    pipeline = file_pipeline("kill-test", topic, out, batch={"max_records": 200, "linger_ms": 1})
+    # fsync per small batch slows the sink down enough to be killed mid-stream.
+    pipeline = file_pipeline("kill-test", topic, out, batch={"max_records": 20, "linger_ms": 1})
+    pipeline["sinks"][0]["fsync"] = "batch"
     # A SIGKILLed member stays in the group until its session times out:
     # keep that short so the restart is assigned partitions quickly.
     eng = engines({"bootstrap.servers": kafka["KAFKA_BOOTSTRAP"], "session.timeout.ms": 6000},
                   {"p": pipeline}, engine_extra={"commit_interval_ms": 50})
     eng.start()
     path = out / f"{topic}.ndjson"
-    got = wait_for_lines(path, 5_000, timeout=60, proc=eng.proc)
-    assert got >= 5_000
+    got = wait_for_lines(path, 2_000, timeout=60, proc=eng.proc)
+    assert got >= 2_000
     eng.kill()  # SIGKILL: no drain, no final commit
     before = wait_for_lines(path, 0)
     assert before < N_EVENTS, "killed too late to prove anything; raise N_EVENTS"

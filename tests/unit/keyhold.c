@@ -58,8 +58,8 @@ Test(keyhold, seqset_stays_sorted_without_duplicates) {
 }
 
 Test(backoff, full_jitter_stays_under_the_exponential_cap) {
-    retry_policy r = {.initial_ms = 100, .max_ms = 1000, .max_attempts = 10,
-                      .max_elapsed_ms = 60000};
+    retry_policy r = {
+        .initial_ms = 100, .max_ms = 1000, .max_attempts = 10, .max_elapsed_ms = 60000};
     for (uint32_t rnd = 0; rnd < 5000; rnd += 7) {
         cr_assert_leq(pipeline_backoff_ms(&r, 1, 0, rnd), 100);
         cr_assert_leq(pipeline_backoff_ms(&r, 3, 0, rnd), 400);
@@ -77,8 +77,8 @@ Test(backoff, full_jitter_stays_under_the_exponential_cap) {
 }
 
 Test(backoff, server_hint_wins_when_larger_but_not_past_max) {
-    retry_policy r = {.initial_ms = 100, .max_ms = 5000, .max_attempts = 10,
-                      .max_elapsed_ms = 60000};
+    retry_policy r = {
+        .initial_ms = 100, .max_ms = 5000, .max_attempts = 10, .max_elapsed_ms = 60000};
     cr_assert_eq(pipeline_backoff_ms(&r, 1, 1500, 3), 1500);
     cr_assert_eq(pipeline_backoff_ms(&r, 1, 9000, 3), 5000);
 }
