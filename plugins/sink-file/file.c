@@ -583,39 +583,31 @@ static void file_after_mkdir(file_output *f, ssize_t result);
 static void file_after_write(file_output *f, ssize_t result);
 static void file_after_fsync(file_output *f, ssize_t result);
 
-/* Each libuv callback does the same three things: find the handle, take the
+/* One callback for every request of a handle: find the handle, take the
  * result, release libuv's side of the request (uv_fs_req_cleanup) — and only
  * then act, so the slot is free for the next request. */
-static void file_on_open(uv_fs_t *req) {
+static void file_on_fs(uv_fs_t *req) {
     file_output *f = file_container_of(req, file_output, req);
     ssize_t result = req->result;
+    file_op op = f->op;
     uv_fs_req_cleanup(req);
     f->op = FILE_OP_NONE;
-    file_after_open(f, result);
-}
-
-static void file_on_mkdir(uv_fs_t *req) {
-    file_output *f = file_container_of(req, file_output, req);
-    ssize_t result = req->result;
-    uv_fs_req_cleanup(req);
-    f->op = FILE_OP_NONE;
-    file_after_mkdir(f, result);
-}
-
-static void file_on_write(uv_fs_t *req) {
-    file_output *f = file_container_of(req, file_output, req);
-    ssize_t result = req->result;
-    uv_fs_req_cleanup(req);
-    f->op = FILE_OP_NONE;
-    file_after_write(f, result);
-}
-
-static void file_on_fsync(uv_fs_t *req) {
-    file_output *f = file_container_of(req, file_output, req);
-    ssize_t result = req->result;
-    uv_fs_req_cleanup(req);
-    f->op = FILE_OP_NONE;
-    file_after_fsync(f, result);
+    switch (op) {
+    case FILE_OP_OPEN:
+        file_after_open(f, result);
+        break;
+    case FILE_OP_MKDIR:
+        file_after_mkdir(f, result);
+        break;
+    case FILE_OP_WRITE:
+        file_after_write(f, result);
+        break;
+    case FILE_OP_FSYNC:
+        file_after_fsync(f, result);
+        break;
+    default:
+        break; /* close has its own callback: it frees the handle */
+    }
 }
 
 /* The last callback of a handle's life: the memory goes here, never before
@@ -643,7 +635,7 @@ static void file_open(file_output *f) {
      * after a restart.  libuv adds O_CLOEXEC itself. */
     int rc =
         uv_fs_open(ctx->loop, &f->req, f->path, UV_FS_O_WRONLY | UV_FS_O_CREAT | UV_FS_O_APPEND,
-                   ctx->file_mode, file_on_open);
+                   ctx->file_mode, file_on_fs);
     if (rc < 0) {
         f->op = FILE_OP_NONE;
         file_after_open(f, rc);
@@ -671,7 +663,7 @@ static void file_mkdir_next(file_output *f) {
     f->mkdir_pos = end + 1;
     f->op = FILE_OP_MKDIR;
     /* 0777 and the umask decide, as for mkdir(1). */
-    int rc = uv_fs_mkdir(ctx->loop, &f->req, f->dir, 0777, file_on_mkdir);
+    int rc = uv_fs_mkdir(ctx->loop, &f->req, f->dir, 0777, file_on_fs);
     if (rc < 0) {
         f->op = FILE_OP_NONE;
         file_after_mkdir(f, rc);
@@ -694,7 +686,7 @@ static void file_write_head(file_output *f) {
     bufs[nbufs++] = uv_buf_init(c->data.data + c->written, (unsigned int)left);
 
     f->op = FILE_OP_WRITE;
-    int rc = uv_fs_write(ctx->loop, &f->req, f->fd, bufs, nbufs, -1, file_on_write);
+    int rc = uv_fs_write(ctx->loop, &f->req, f->fd, bufs, nbufs, -1, file_on_fs);
     if (rc < 0) {
         f->op = FILE_OP_NONE;
         file_after_write(f, rc);
@@ -703,7 +695,7 @@ static void file_write_head(file_output *f) {
 
 static void file_fsync(file_output *f) {
     f->op = FILE_OP_FSYNC;
-    int rc = uv_fs_fsync(f->ctx->loop, &f->req, f->fd, file_on_fsync);
+    int rc = uv_fs_fsync(f->ctx->loop, &f->req, f->fd, file_on_fs);
     if (rc < 0) {
         f->op = FILE_OP_NONE;
         file_after_fsync(f, rc);

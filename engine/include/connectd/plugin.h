@@ -201,7 +201,9 @@ typedef struct cd_host {
     void (*metric_set)(cd_metric *m, double value);
 
     /* Sinks: report the outcome of batch->records[index], exactly once per
-     * record.  The call reporting the batch's last outstanding record may
+     * record.  Per-key order: once a record is answered RETRY, do not apply
+     * later records of the same key in that batch (answer RETRY for them
+     * too); the engine re-sends any it finds applied after a failed one.  The call reporting the batch's last outstanding record may
      * free the batch: copy batch->count before a loop of record_done calls.  retry_after_ms (>0) is a hint for RETRY (e.g. a 429's
      * Retry-After); reason is copied (may be NULL for OK). */
     void (*record_done)(cd_batch *batch, size_t index, cd_outcome outcome, int64_t retry_after_ms,
