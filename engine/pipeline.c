@@ -343,10 +343,13 @@ static void pl_flow_update(pipeline *pl) {
         /* The sink is known to be slow: pause newcomers over their mark now. */
         pl_flow_pause_over(pl);
     } else if (blocked && !pl->intake_blocked) {
+        LOG_DEBUG("%s: intake blocked: %zu records, %zu partition(s) over", pl->conf->name,
+                  pl->records, pl->parts_over);
         pl->intake_blocked = 1;
         pl->blocked_since_ms = now;
         pl_schedule(pl, now + (uint64_t)pl->conf->pause_after_ms);
     } else if (!blocked && pl->intake_blocked) {
+        LOG_DEBUG("%s: intake unblocked: %zu records", pl->conf->name, pl->records);
         pl->intake_blocked = 0;
         if (pl->escalated) {
             pl->escalated = 0;
@@ -905,19 +908,20 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
         n++;
     }
     free(picks);
-    /* Taken held records leave the held set while they are out. */
+    /* Taken held records leave the held set while they are out.  Both the
+     * set and the held picks are in offset order: one merge pass. */
     if (from_held) {
-        size_t w = 0;
+        size_t w = 0, k = 0;
         for (size_t r = 0; r < lane->held.n; r++) {
-            offset_entry *e = offset_window_get(&p->win, lane->held.v[r]);
-            pl_msg *m = e ? e->data : NULL;
-            int taken = 0;
-            for (size_t k = 0; m && k < count; k++)
-                if (b->msgs[k] == m && b->was_held[k]) taken = 1;
-            if (taken)
-                m->held_mask &= ~bit;
-            else
-                lane->held.v[w++] = lane->held.v[r];
+            uint64_t seq_r = lane->held.v[r];
+            while (k < count && !(b->was_held[k] && b->msgs[k]->seq >= seq_r))
+                k++;
+            if (k < count && b->msgs[k]->seq == seq_r) {
+                b->msgs[k]->held_mask &= ~bit;
+                k++;
+            } else {
+                lane->held.v[w++] = seq_r;
+            }
         }
         lane->held.n = w;
     }
@@ -1235,9 +1239,11 @@ static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
     /* A low threshold makes librdkafka 2.0 back off fetching for a second
      * at a time; the byte bound below is what limits memory. */
     rd_kafka_conf_set(conf, "queued.min.messages", "1000000", err, sizeof(err));
-    /* librdkafka prefetches up to this much per partition; its default
-     * (64 MiB) would dwarf the engine's own in-flight bounds. */
-    rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "16384", err, sizeof(err));
+    /* queued.max.messages.kbytes stays at librdkafka's 64 MiB: in 2.0 a
+     * fetch queue over it backs fetching off for a whole second, and the
+     * queue fills while intake waits on a sink.  That memory is transient: a
+     * sink slow for pause_after_ms gets its partitions paused, which empties
+     * their fetch queues. */
     if (kafka_conf_apply(conf, props, errbuf, errlen) < 0) {
         json_decref(props);
         rd_kafka_conf_destroy(conf);
