@@ -1535,3 +1535,63 @@ void pipeline_free(pipeline *pl) {
     free(pl->fail_reason);
     free(pl);
 }
+
+json_t *pipeline_describe(const pipeline *pl) {
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(pl->conf->name));
+    json_object_set_new(o, "file", json_string(pl->conf->file));
+    json_object_set_new(o, "state", json_string(pipeline_state_name(pl->state)));
+    if (pl->fail_reason) json_object_set_new(o, "reason", json_string(pl->fail_reason));
+    if (pl->conf->source) {
+        json_object_set_new(o, "kind", json_string("source"));
+        json_object_set_new(o, "source", json_string(pl->conf->source->plugin->desc->name));
+        return o;
+    }
+    json_object_set_new(o, "kind", json_string("sink"));
+    json_object_set_new(o, "group_id", json_string(pl->conf->group_id));
+    json_t *topics = json_array();
+    for (size_t i = 0; i < pl->conf->topic_count; i++)
+        json_array_append_new(topics, json_string(pl->conf->topics[i]));
+    json_object_set_new(o, "topics", topics);
+    json_t *sinks = json_array();
+    for (size_t i = 0; i < pl->sink_count; i++) {
+        json_t *s = json_object();
+        json_object_set_new(s, "name", json_string(pl->sinks[i].conf->name));
+        json_object_set_new(s, "plugin", json_string(pl->sinks[i].conf->plugin->desc->name));
+        json_object_set_new(s, "records_out", json_real(pl->sinks[i].m_records_out->value));
+        json_object_set_new(s, "retries", json_real(pl->sinks[i].m_retries->value));
+        json_object_set_new(s, "failed", json_real(pl->sinks[i].m_failed->value));
+        json_array_append_new(sinks, s);
+    }
+    json_object_set_new(o, "sinks", sinks);
+    json_object_set_new(o, "records_in", json_real(pl->m_records_in->value));
+    json_object_set_new(o, "dead_lettered", json_real(pl->m_dead_lettered->value));
+    json_object_set_new(o, "inflight_records", json_integer((json_int_t)pl->records));
+    json_object_set_new(o, "inflight_bytes", json_integer((json_int_t)pl->bytes));
+    json_object_set_new(o, "intake_blocked", json_boolean(pl->intake_blocked));
+    json_t *parts = json_array();
+    for (const pl_partition *p = pl->parts; p; p = p->next) {
+        json_t *j = json_object();
+        json_object_set_new(j, "topic", json_string(p->topic));
+        json_object_set_new(j, "partition", json_integer(p->partition));
+        json_object_set_new(j, "committed", json_integer(p->committed));
+        json_object_set_new(j, "watermark", json_integer(offset_window_watermark(&p->win)));
+        json_object_set_new(j, "inflight", json_integer((json_int_t)p->win.count));
+        int64_t lo = 0, hi = -1;
+        if (pl->rk &&
+            rd_kafka_get_watermark_offsets(pl->rk, p->topic, p->partition, &lo, &hi) == 0 &&
+            hi >= 0) {
+            int64_t pos = offset_window_watermark(&p->win);
+            json_object_set_new(j, "high_watermark", json_integer(hi));
+            json_object_set_new(j, "lag", json_integer(pos >= 0 ? hi - pos : hi - lo));
+        }
+        size_t held = 0;
+        for (size_t i = 0; i < pl->sink_count; i++)
+            held += p->lanes[i].held.n;
+        json_object_set_new(j, "held_for_retry", json_integer((json_int_t)held));
+        json_object_set_new(j, "paused", json_boolean(p->kpaused));
+        json_array_append_new(parts, j);
+    }
+    json_object_set_new(o, "partitions", parts);
+    return o;
+}

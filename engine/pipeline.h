@@ -41,6 +41,11 @@ const char *pipeline_name(const pipeline *pl);
 void pipeline_pause(pipeline *pl);
 void pipeline_resume(pipeline *pl);
 
+/* A JSON description for the admin API: state (and reason), sinks with
+ * their counters, partitions with committed offset, watermark, in-flight
+ * records, lag and pause state.  Caller owns the result. */
+json_t *pipeline_describe(const pipeline *pl);
+
 /* Host table entry: a sink reports one record's outcome. */
 void pipeline_record_done(cd_batch *batch, size_t index, cd_outcome outcome, int64_t retry_after_ms,
                           const char *reason);
