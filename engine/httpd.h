@@ -24,15 +24,16 @@ typedef struct httpd httpd;
 typedef struct httpd_req httpd_req;
 
 typedef struct httpd_limits {
-    size_t max_body;           /* bytes of request body (decoded, for chunked) */
-    size_t max_header_bytes;   /* request line + header lines */
-    size_t max_headers;        /* header lines per request */
-    size_t max_connections;    /* open connections served; more get 503 */
-    uint64_t header_timeout_ms; /* first byte of a request to its last header; 0 = none */
+    size_t max_body;            /* bytes of request body (decoded, for chunked) */
+    size_t max_header_bytes;    /* request line + header lines */
+    size_t max_headers;         /* header lines per request */
+    size_t max_connections;     /* open connections served; more get 503 */
+    uint64_t header_timeout_ms; /* connect (or a request's first byte) to the end of its
+                                   head; 0 = none */
     uint64_t body_timeout_ms;   /* end of the head to the end of the body; 0 = none */
     uint64_t idle_timeout_ms;   /* keep-alive wait for the next request, and a stalled
                                    response write; 0 = none */
-    size_t max_pipelined; /* requests queued per connection before reading pauses */
+    size_t max_pipelined;       /* requests queued per connection before reading pauses */
 } httpd_limits;
 
 /* 1 MiB body, 16 KiB of head in at most 100 headers, 10,000 connections,
@@ -43,12 +44,13 @@ void httpd_limits_default(httpd_limits *l);
 typedef struct httpd_stats {
     uint64_t connections_open;  /* accepted and not yet closed (503-rejected ones too) */
     uint64_t connections_total; /* accepted since start */
-    uint64_t requests_total;    /* complete requests handed to the handler */
-    /* Final responses written (and 100 Continue), by class: [1] = 1xx ..
-     * [5] = 5xx; [0] is unused so that status / 100 indexes it. */
+    uint64_t requests_total;    /* complete requests read */
+    /* Responses queued on live connections (100 Continue included), by
+     * class: [1] = 1xx .. [5] = 5xx; [0] is unused so that status / 100
+     * indexes it. */
     uint64_t responses_by_class[6];
-    uint64_t rejected_limits; /* 408, 411, 413, 431, and 503 for too many connections */
-    uint64_t bad_requests;    /* 400: malformed requests */
+    uint64_t rejected_limits; /* 408, 411, 413, 431; 503 for too many connections */
+    uint64_t bad_requests;    /* 400 (malformed) and 417 (unknown Expect) */
 } httpd_stats;
 
 /* Called on the loop once per complete request.  req is valid until it is
@@ -66,6 +68,9 @@ const char *httpd_req_method(const httpd_req *req);
 /* The percent-decoded path without query or fragment, e.g. "/v1/events/a b";
  * an absolute-form target ("http://h/p") gives its path. */
 const char *httpd_req_path(const httpd_req *req);
+/* The request-target as sent, undecoded ("/v1/a%2Fb?x=1"): for logs, or to
+ * tell an encoded '/' from a separator. */
+const char *httpd_req_target(const httpd_req *req);
 /* The raw query after '?' (not decoded), or NULL when the target has none. */
 const char *httpd_req_query(const httpd_req *req);
 /* The first query parameter named `name` (compared after decoding), its
@@ -88,9 +93,11 @@ const char *httpd_req_peer(const httpd_req *req);
 /* Answers req: status (200..599), content_type (may be NULL: no
  * Content-Type), body of len bytes (may be NULL when len is 0) and
  * extra_headers, a NULL-terminated list of "Name: value" lines (may be
- * NULL).  Everything is copied.  Content-Length is always set (except for
- * 204 and 304), plus Date, and "Connection: close" when the connection will
- * close after this response; a HEAD request gets the headers only.
+ * NULL; Content-Length, Transfer-Encoding and Connection are the server's
+ * and refused).  Everything is copied.  Content-Length is always set
+ * (except for 204 and 304), plus Date, and "Connection: close" when the
+ * connection will close after this response; a HEAD request gets the
+ * headers only.
  *
  * Call it from the handler or later from the loop.  Returns 0 and takes req
  * back: req must not be used again.  Returns CD_ERR_INVALID, sending nothing
@@ -111,7 +118,9 @@ int httpd_respond_json_error(httpd_req *req, int status, const char *fmt, ...)
  * its connection reads as HTTP.  The handler either answers it normally
  * (the connection then closes after the response) or switches protocols
  * with httpd_upgrade: the connection becomes a raw byte stream whose bytes
- * go to on_data and whose writes keep their order after the 101 response. */
+ * go to on_data and whose writes keep their order after the 101 response.
+ * A stream has no timeouts and reads without pause: its owner keeps time
+ * (pings) and bounds its send queue with httpd_stream_pending. */
 typedef struct httpd_stream httpd_stream;
 
 typedef struct httpd_stream_cbs {
@@ -149,13 +158,13 @@ const char *httpd_stream_peer(const httpd_stream *s);
 
 /* ------------------------------------------------------------- the server */
 
-/* Binds `listen` ("127.0.0.1:8083", "[::1]:8083", "0.0.0.0:0" for any free
+/* Binds addr ("127.0.0.1:8083", "[::1]:8083", "0.0.0.0:0" for any free
  * port; numeric addresses only, so nothing blocks on DNS) with SO_REUSEADDR
  * and starts accepting on loop.  limits may be NULL for the defaults (it is
  * copied).  handler and opaque are borrowed until on_closed.  Returns 0 and
  * *out, or a negative error with errbuf like "listen 127.0.0.1:8083: address
  * already in use" and nothing to close. */
-int httpd_start(httpd **out, uv_loop_t *loop, const char *listen, const httpd_limits *limits,
+int httpd_start(httpd **out, uv_loop_t *loop, const char *addr, const httpd_limits *limits,
                 httpd_handler handler, void *opaque, char *errbuf, size_t errlen);
 /* The port actually bound (useful after listening on port 0). */
 int httpd_port(const httpd *h);
@@ -164,11 +173,13 @@ int httpd_port(const httpd *h);
 void httpd_stop_accepting(httpd *h);
 /* Graceful close: stops accepting, closes idle connections at once and every
  * other one as soon as the requests it has already handed to the handler are
- * answered and written (a request still being received is dropped), then
- * closes every handle, frees h and calls on_closed(opaque) exactly once (may
- * be NULL).  Requests still unanswered when their connection closes stay
- * valid until answered.  h must not be used after on_closed, nor passed here
- * twice; httpd_close_now may follow to cut the grace period short. */
+ * answered and written (a request still being received is dropped; a stream
+ * closes once what is queued to it is written, so say goodbye in its
+ * protocol first), then closes every handle, frees h and calls
+ * on_closed(opaque) exactly once (may be NULL), always from a loop callback.
+ * Requests still unanswered when their connection closes stay valid until
+ * answered.  h must not be used after on_closed, nor passed here twice;
+ * httpd_close_now may follow to cut the grace period short. */
 void httpd_close(httpd *h, void (*on_closed)(void *opaque), void *opaque);
 /* Drops every connection now (unanswered requests stay the handler's, and
  * answering them just frees them), then finishes as httpd_close does and
