@@ -5,6 +5,7 @@
  * the process exits 0.
  */
 #include "engine.h"
+#include "admin.h"
 #include "expand.h"
 #include "log.h"
 #include "pipeline.h"
@@ -80,6 +81,8 @@ static void engine_on_grace(uv_timer_t *t) {
         pipeline_force_stop(e->pipelines[i]);
 }
 
+static void engine_close_all(engine *e);
+
 int engine_start(engine *e) {
     uv_signal_init(e->loop, &e->sig_term);
     uv_signal_init(e->loop, &e->sig_int);
@@ -89,6 +92,15 @@ int engine_start(engine *e) {
     uv_signal_start(&e->sig_int, engine_on_signal, SIGINT);
     uv_signal_start(&e->sig_hup, engine_on_signal, SIGHUP);
     uv_timer_init(e->loop, &e->grace_timer);
+    char aerr[512];
+    if (admin_start(e, aerr, sizeof(aerr)) < 0) {
+        /* Nothing started yet: close what exists and let the loop end. */
+        LOG_ERROR("admin API: %s", aerr);
+        e->stopping = 1;
+        e->exit_code = 1;
+        engine_close_all(e);
+        return -1;
+    }
     size_t started = 0;
     for (size_t i = 0; i < e->pipeline_count; i++) {
         char err[1024];
@@ -118,6 +130,7 @@ static void engine_producer_closed(kafka_producer *p) {
 }
 
 static void engine_close_all(engine *e) {
+    admin_close(e);
     uv_timer_stop(&e->grace_timer);
     uv_close((uv_handle_t *)&e->grace_timer, engine_handle_closed);
     uv_close((uv_handle_t *)&e->sig_term, engine_handle_closed);

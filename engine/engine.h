@@ -35,6 +35,7 @@ struct engine {
     pipeline **pipelines;
     size_t pipeline_count;
     size_t pipelines_stopped;
+    struct httpd *admin; /* NULL when off */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t grace_timer;
     int stopping;

@@ -97,8 +97,10 @@ class Engine:
                  env=None):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Port 0: every engine of a test gets its own admin port.
         cfg = {"kafka": kafka_props, "pipelines_dir": ".", "log_level": "info",
-               "commit_interval_ms": 200, "shutdown_grace_ms": 10000}
+               "commit_interval_ms": 200, "shutdown_grace_ms": 10000,
+               "admin_listen": "127.0.0.1:0"}
         cfg.update(engine_extra or {})
         (self.dir / "connectd.json").write_text(json.dumps(cfg, indent=2))
         for name, body in pipelines.items():
@@ -117,6 +119,17 @@ class Engine:
         self.proc = subprocess.Popen([str(CONNECTD), "run", "-c", str(self.dir / "connectd.json")],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         return self
+
+    def admin_url(self, timeout=30):
+        """The admin API's base URL, read from the engine's log."""
+        import re
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = re.findall(r"admin API on (127\.0\.0\.1:\d+)", self.logs())
+            if m:
+                return "http://" + m[-1]
+            time.sleep(0.05)
+        raise AssertionError("admin API address not logged:\n" + self.logs()[-2000:])
 
     def logs(self):
         return self.log_path.read_text(errors="replace")
