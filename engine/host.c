@@ -4,6 +4,7 @@
  * pipeline and sink names used for log prefixes and metric labels.
  */
 #include "engine.h"
+#include "httpd.h"
 #include "log.h"
 #include "pipeline.h"
 
@@ -97,6 +98,91 @@ static int host_produce(cd_instance *inst, const char *topic, const void *key, s
                                cb, opaque, errbuf, errlen);
 }
 
+/* The plugin-facing HTTP types are the server's own under opaque names. */
+static httpd_req *host_req(const cd_http_request *r) {
+    return (httpd_req *)(uintptr_t)r;
+}
+
+typedef struct host_http_server {
+    httpd *srv;
+    cd_http_handler handler;
+    void *opaque;
+    cd_done_cb closed_cb;
+    void *closed_opaque;
+} host_http_server;
+
+static void host_http_dispatch(httpd_req *req, void *opaque) {
+    host_http_server *s = opaque;
+    s->handler((cd_http_request *)(void *)req, s->opaque);
+}
+
+static int host_http_listen(cd_instance *inst, const char *addr, const cd_http_limits *limits,
+                            cd_http_handler handler, void *opaque, cd_http_server **out,
+                            char *errbuf, size_t errlen) {
+    httpd_limits l;
+    httpd_limits_default(&l);
+    if (limits) {
+        l.max_body = limits->max_body;
+        l.max_header_bytes = limits->max_header_bytes;
+        l.max_headers = limits->max_headers;
+        l.max_connections = limits->max_connections;
+        l.header_timeout_ms = limits->header_timeout_ms;
+        l.body_timeout_ms = limits->body_timeout_ms;
+        l.idle_timeout_ms = limits->idle_timeout_ms;
+    }
+    host_http_server *s = calloc(1, sizeof(*s));
+    if (!s) return CD_ERR_NOMEM;
+    s->handler = handler;
+    s->opaque = opaque;
+    int r = httpd_start(&s->srv, inst->eng->loop, addr, &l, host_http_dispatch, s, errbuf, errlen);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
+    *out = (cd_http_server *)(void *)s;
+    return 0;
+}
+
+static int host_http_port(const cd_http_server *srv) {
+    return httpd_port(((const host_http_server *)(const void *)srv)->srv);
+}
+
+static void host_http_closed(void *opaque) {
+    host_http_server *s = opaque;
+    if (s->closed_cb) s->closed_cb(s->closed_opaque, 0);
+    free(s);
+}
+
+static void host_http_close(cd_http_server *srv, cd_done_cb cb, void *opaque) {
+    host_http_server *s = (host_http_server *)(void *)srv;
+    s->closed_cb = cb;
+    s->closed_opaque = opaque;
+    httpd_close(s->srv, host_http_closed, s);
+}
+
+static const char *host_http_method(const cd_http_request *r) {
+    return httpd_req_method(host_req(r));
+}
+static const char *host_http_path(const cd_http_request *r) {
+    return httpd_req_path(host_req(r));
+}
+static const char *host_http_query_param(cd_http_request *r, const char *name) {
+    return httpd_req_query_param(host_req(r), name);
+}
+static const char *host_http_header(const cd_http_request *r, const char *name) {
+    return httpd_req_header(host_req(r), name);
+}
+static const char *host_http_body(const cd_http_request *r, size_t *len) {
+    return httpd_req_body(host_req(r), len);
+}
+static const char *host_http_peer(const cd_http_request *r) {
+    return httpd_req_peer(host_req(r));
+}
+static int host_http_respond(cd_http_request *r, int status, const char *content_type,
+                             const void *body, size_t len, const char *const *extra_headers) {
+    return httpd_respond(host_req(r), status, content_type, body, len, extra_headers);
+}
+
 const cd_host engine_host = {
     .abi_version = CD_ABI_VERSION,
     .struct_size = sizeof(cd_host),
@@ -118,4 +204,14 @@ const cd_host engine_host = {
     .metric_set = metrics_set,
     .record_done = pipeline_record_done,
     .produce = host_produce,
+    .http_listen = host_http_listen,
+    .http_port = host_http_port,
+    .http_close = host_http_close,
+    .http_method = host_http_method,
+    .http_path = host_http_path,
+    .http_query_param = host_http_query_param,
+    .http_header = host_http_header,
+    .http_body = host_http_body,
+    .http_peer = host_http_peer,
+    .http_respond = host_http_respond,
 };

@@ -36,7 +36,7 @@ extern "C" {
 /* ABI version: major in the high 16 bits, minor in the low 16 bits.  A
  * minor bump only appends fields/functions; a major bump breaks layout. */
 #define CD_ABI_VERSION_MAJOR 1
-#define CD_ABI_VERSION_MINOR 0
+#define CD_ABI_VERSION_MINOR 1
 #define CD_ABI_VERSION       ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
 #define CD_ABI_MAJOR(v)      ((uint32_t)(v) >> 16)
 
@@ -149,6 +149,27 @@ typedef enum cd_outcome {
     CD_RECORD_FATAL = 2, /* permanent: dead-lettered or fails the pipeline */
 } cd_outcome;
 
+/* ------------------------------------------------------------- HTTP server
+ * The engine's HTTP/1.1 server (keep-alive, ordered pipelining, limits and
+ * read timeouts), for sources that take requests and for the WebSocket
+ * server.  A handler gets each complete request once and answers it exactly
+ * once with http_respond, from the handler or later from the loop; answers
+ * on one connection go out in request order. */
+typedef struct cd_http_server cd_http_server;   /* opaque */
+typedef struct cd_http_request cd_http_request; /* opaque; valid until answered */
+
+typedef struct cd_http_limits {
+    size_t max_body;            /* bytes; 413 above */
+    size_t max_header_bytes;    /* 431 above */
+    size_t max_headers;         /* 431 above */
+    size_t max_connections;     /* 503 above */
+    uint64_t header_timeout_ms; /* 408 when the head takes longer */
+    uint64_t body_timeout_ms;   /* 408 when the body takes longer */
+    uint64_t idle_timeout_ms;   /* keep-alive connections idle this long close */
+} cd_http_limits;
+
+typedef void (*cd_http_handler)(cd_http_request *req, void *opaque);
+
 /* -------------------------------------------------------------- host table */
 typedef struct cd_instance cd_instance; /* one configured sink/source (opaque) */
 typedef struct cd_metric cd_metric;     /* a registered counter/gauge (opaque) */
@@ -203,9 +224,10 @@ typedef struct cd_host {
     /* Sinks: report the outcome of batch->records[index], exactly once per
      * record.  Per-key order: once a record is answered RETRY, do not apply
      * later records of the same key in that batch (answer RETRY for them
-     * too); the engine re-sends any it finds applied after a failed one.  The call reporting the batch's last outstanding record may
-     * free the batch: copy batch->count before a loop of record_done calls.  retry_after_ms (>0) is a hint for RETRY (e.g. a 429's
-     * Retry-After); reason is copied (may be NULL for OK). */
+     * too); the engine re-sends any it finds applied after a failed one.  The call reporting the
+     * batch's last outstanding record may free the batch: copy batch->count before a loop of
+     * record_done calls.  retry_after_ms (>0) is a hint for RETRY (e.g. a 429's Retry-After);
+     * reason is copied (may be NULL for OK). */
     void (*record_done)(cd_batch *batch, size_t index, cd_outcome outcome, int64_t retry_after_ms,
                         const char *reason);
 
@@ -218,6 +240,32 @@ typedef struct cd_host {
                    const void *value, size_t value_len, const cd_header *headers,
                    size_t header_count, cd_produce_cb cb, void *opaque, char *errbuf,
                    size_t errlen);
+
+    /* ABI 1.1: the HTTP server.  http_listen binds addr ("127.0.0.1:8080";
+     * port 0 picks a free one, see http_port) with limits (NULL: the
+     * defaults: 1 MiB body, 16 KiB / 100 headers, 10,000 connections, 10 s
+     * head, 30 s body, 60 s idle).  Returns 0 and *out, or negative with
+     * errbuf ("listen 127.0.0.1:8080: address already in use"). */
+    int (*http_listen)(cd_instance *inst, const char *addr, const cd_http_limits *limits,
+                       cd_http_handler handler, void *opaque, cd_http_server **out, char *errbuf,
+                       size_t errlen);
+    int (*http_port)(const cd_http_server *srv);
+    /* Stops accepting, lets requests in flight be answered, then closes and
+     * calls cb once (cb may be NULL). */
+    void (*http_close)(cd_http_server *srv, cd_done_cb cb, void *opaque);
+    const char *(*http_method)(const cd_http_request *req);
+    const char *(*http_path)(const cd_http_request *req); /* decoded, no query */
+    /* A decoded query parameter, or NULL. */
+    const char *(*http_query_param)(cd_http_request *req, const char *name);
+    /* A header by case-insensitive name, or NULL. */
+    const char *(*http_header)(const cd_http_request *req, const char *name);
+    const char *(*http_body)(const cd_http_request *req, size_t *len); /* NUL-terminated */
+    const char *(*http_peer)(const cd_http_request *req);              /* "ip:port" */
+    /* Answers req (everything is copied); extra_headers is a NULL-terminated
+     * list of "Name: value" lines or NULL.  Returns 0 (req is gone), or
+     * CD_ERR_INVALID for a bad status or header (req stays the caller's). */
+    int (*http_respond)(cd_http_request *req, int status, const char *content_type,
+                        const void *body, size_t len, const char *const *extra_headers);
 } cd_host;
 
 /* True when the engine's host table carries member `field`. */
