@@ -58,6 +58,7 @@ struct httpc_pool {
     httpc *c;
     size_t max_in_flight;
     size_t in_flight;
+    size_t queued;
     httpc_req_list queue;
     httpc_req_list active;
     /* Callbacks may free the pool while a frame of ours still uses it:
@@ -81,6 +82,7 @@ struct httpc_req {
     char *resp;
     size_t resp_len, resp_alloc, resp_max;
     int too_large;
+    int out_of_memory;
     char *content_type;
     char *retry_after;
     char errbuf[CURL_ERROR_SIZE];
@@ -166,8 +168,8 @@ static void httpc_req_deliver(httpc_req *rq, int status, int error, const char *
         .content_type = rq->content_type,
         .retry_after = rq->retry_after,
         .total_ms = total_ms,
-        .queued_ms = httpc_ms_between(rq->submitted_ns,
-                                      rq->started_ns ? rq->started_ns : uv_hrtime()),
+        .queued_ms =
+            httpc_ms_between(rq->submitted_ns, rq->started_ns ? rq->started_ns : uv_hrtime()),
     };
     /* The connection goes back to curl's cache before the user runs, so a
      * follow-up request submitted from the callback can reuse it. */
@@ -186,7 +188,8 @@ static void httpc_req_detach_active(httpc_req *rq) {
     p->in_flight--;
     if (p->c->multi) {
         CURLMcode mc = curl_multi_remove_handle(p->c->multi, rq->easy);
-        if (mc != CURLM_OK) LOG_WARN("httpc: curl_multi_remove_handle: %s", curl_multi_strerror(mc));
+        if (mc != CURLM_OK)
+            LOG_WARN("httpc: curl_multi_remove_handle: %s", curl_multi_strerror(mc));
     }
 }
 
@@ -211,6 +214,7 @@ static void httpc_pool_dispatch(httpc_pool *p) {
     while (!p->dead && !p->c->closing && p->in_flight < p->max_in_flight && p->queue.head) {
         httpc_req *rq = p->queue.head;
         httpc_list_unlink(&p->queue, rq);
+        p->queued--;
         char err[256];
         if (httpc_req_start(rq, err, sizeof(err)) < 0) httpc_req_deliver(rq, 0, CD_ERR_IO, err, 0);
     }
@@ -249,6 +253,9 @@ static void httpc_check_done(httpc *c) {
             error = HTTPC_ERR_TOO_LARGE;
             snprintf(rq->errbuf, sizeof(rq->errbuf), "response body over %zu bytes", rq->resp_max);
             message = rq->errbuf;
+        } else if (rq->out_of_memory) {
+            error = CD_ERR_NOMEM;
+            message = "out of memory reading the response";
         } else if (res != CURLE_OK) {
             error = HTTPC_ERR_FROM_CURL(res);
             message = rq->errbuf[0] ? rq->errbuf : curl_easy_strerror(res);
@@ -353,7 +360,8 @@ static int httpc_on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, 
     int events = 0;
     if (what & CURL_POLL_IN) events |= UV_READABLE;
     if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-    int r = uv_poll_start(&s->poll, events, httpc_sock_on_event);
+    /* libuv asserts on a poll started with no events. */
+    int r = events ? uv_poll_start(&s->poll, events, httpc_sock_on_event) : uv_poll_stop(&s->poll);
     if (r < 0) {
         LOG_ERROR("httpc: uv_poll_start(%d): %s", (int)fd, uv_strerror(r));
         curl_multi_assign(c->multi, fd, NULL);
@@ -403,7 +411,10 @@ static size_t httpc_on_body(char *data, size_t size, size_t nmemb, void *userp) 
             alloc *= 2;
         if (alloc > rq->resp_max + 1) alloc = rq->resp_max + 1;
         char *p = realloc(rq->resp, alloc);
-        if (!p) return 0;
+        if (!p) {
+            rq->out_of_memory = 1;
+            return 0;
+        }
         rq->resp = p;
         rq->resp_alloc = alloc;
     }
@@ -448,7 +459,10 @@ static size_t httpc_on_header(char *line, size_t size, size_t nitems, void *user
         slot = &rq->retry_after;
     if (slot) {
         char *copy = strndup(v, vl);
-        if (!copy) return 0;
+        if (!copy) {
+            rq->out_of_memory = 1;
+            return 0;
+        }
         free(*slot);
         *slot = copy;
     }
@@ -456,12 +470,16 @@ static size_t httpc_on_header(char *line, size_t size, size_t nitems, void *user
 }
 
 /* ------------------------------------------------------------- validation */
-static int httpc_is_token(const char *s) {
-    if (!*s) return 0;
-    for (; *s; s++)
-        if (!strchr("!#$%&'*+-.^_`|~", *s) && !((*s >= '0' && *s <= '9') ||
-                                                 (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
-            return 0;
+/* RFC 9110 tchar: what methods and header names are made of. */
+static int httpc_is_tchar(char ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static int httpc_is_token(const char *s, size_t n) {
+    if (n == 0) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!httpc_is_tchar(s[i])) return 0;
     return 1;
 }
 
@@ -470,23 +488,169 @@ static int httpc_is_token(const char *s) {
  * second header. */
 static int httpc_header_valid(const char *h) {
     const char *colon = strchr(h, ':');
-    if (!colon || colon == h || strpbrk(h, "\r\n")) return 0;
-    for (const char *p = h; p < colon; p++)
-        if (!strchr("!#$%&'*+-.^_`|~", *p) && !((*p >= '0' && *p <= '9') ||
-                                                 (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
-            return 0;
+    if (!colon || !httpc_is_token(h, (size_t)(colon - h)) || strpbrk(h, "\r\n")) return 0;
     const char *v = colon + 1;
     while (*v == ' ' || *v == '\t')
         v++;
     return *v != '\0';
 }
 
-static int httpc_check_url(const char *url, char *errbuf, size_t errlen) {
-    CURLU *u = curl_url();
-    if (!u) {
-        snprintf(errbuf, errlen, "out of memory");
-        return CD_ERR_NOMEM;
+static int httpc_is_unreserved(char ch) {
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_' || ch == '~';
+}
+
+static int httpc_is_upper_hex(char ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F');
+}
+
+/* Whether s is made of unreserved characters, `also`, and (when pct)
+ * %XX escapes with upper-case hex: the form AWS's canonical request uses. */
+static int httpc_is_canonical(const char *s, size_t n, const char *also, int pct) {
+    for (size_t i = 0; i < n; i++) {
+        if (httpc_is_unreserved(s[i]) || (also && s[i] && strchr(also, s[i]))) continue;
+        if (pct && s[i] == '%' && i + 2 < n && httpc_is_upper_hex(s[i + 1]) &&
+            httpc_is_upper_hex(s[i + 2])) {
+            i += 2;
+            continue;
+        }
+        return 0;
     }
+    return 1;
+}
+
+/* AWS sorts query parameters by encoded name, then by encoded value;
+ * comparing whole "k=v" strings would put "a-=1" before "a=1". */
+static int httpc_query_pair_cmp(const char *a, size_t al, const char *b, size_t bl) {
+    size_t ak = strcspn(a, "="), bk = strcspn(b, "=");
+    if (ak > al) ak = al;
+    if (bk > bl) bk = bl;
+    int r = memcmp(a, b, ak < bk ? ak : bk);
+    if (r || ak != bk) return r ? r : (ak > bk) - (ak < bk);
+    const char *av = a + ak, *bv = b + bk;
+    size_t avl = al - ak, bvl = bl - bk;
+    r = memcmp(av, bv, avl < bvl ? avl : bvl);
+    return r ? r : (avl > bvl) - (avl < bvl);
+}
+
+/*
+ * libcurl 7.88 builds the canonical request from the path and query exactly
+ * as sent and sorts "name:value" lines rather than names.  AWS answers a
+ * request it signed differently with a bare 403, so refuse here, with the
+ * reason, what it would sign wrongly:
+ *  - a path that is not already canonical (AWS encodes the sent path once
+ *    more for every service but S3, so "@" or "%3D" can never match);
+ *  - a query that is not "k=v" pairs, encoded and sorted;
+ *  - a header name twice, or one name a prefix of another followed by a
+ *    character sorting before ':' ("x-amz-meta" and "x-amz-meta-b");
+ *  - an Authorization header (curl would then not sign at all).
+ */
+static int httpc_check_sigv4(CURLU *u, const httpc_request *r, char *errbuf, size_t errlen) {
+    char *path = NULL, *query = NULL, *host = NULL;
+    int ret = 0;
+    /* "provider1:provider2:region:service"; curl takes a missing service
+     * from the host's first label. */
+    const char *service = NULL;
+    size_t service_len = 0;
+    const char *p = r->aws_sigv4;
+    for (int field = 0; field < 3 && p; field++) {
+        p = strchr(p, ':');
+        if (p) p++;
+    }
+    if (p) {
+        service = p;
+        service_len = strlen(p);
+    } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        service = host;
+        service_len = strcspn(host, ".");
+    }
+    int s3 = service && service_len == 2 && strncmp(service, "s3", 2) == 0;
+
+    if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
+        !httpc_is_canonical(path, strlen(path), "/", s3)) {
+        snprintf(errbuf, errlen,
+                 "SigV4: path \"%.80s\" needs encoding that libcurl's signer does not do; "
+                 "use only A-Z a-z 0-9 - . _ ~ /%s",
+                 path ? path : "?", s3 ? " and %XX" : "");
+        ret = CD_ERR_UNSUPPORTED;
+        goto out;
+    }
+    CURLUcode qc = curl_url_get(u, CURLUPART_QUERY, &query, 0);
+    if (qc == CURLUE_OK && query && *query) {
+        const char *prev = NULL;
+        size_t prev_len = 0;
+        for (const char *q = query; *q;) {
+            size_t n = strcspn(q, "&");
+            const char *eq = memchr(q, '=', n);
+            if (!eq || !httpc_is_canonical(q, (size_t)(eq - q), NULL, 1) ||
+                !httpc_is_canonical(eq + 1, n - (size_t)(eq - q) - 1, NULL, 1) ||
+                (prev && httpc_query_pair_cmp(prev, prev_len, q, n) > 0)) {
+                snprintf(errbuf, errlen,
+                         "SigV4: query \"%.80s\" must be canonical for libcurl's signer: "
+                         "k=v pairs, %%XX-encoded, sorted",
+                         query);
+                ret = CD_ERR_UNSUPPORTED;
+                goto out;
+            }
+            prev = q;
+            prev_len = n;
+            q += n;
+            if (*q == '&') q++;
+        }
+    }
+
+    /* The names curl will sign: ours plus the ones it adds. */
+    const char *names[64];
+    size_t lens[64], count = 0;
+    int user_host = 0, user_date = 0;
+    for (const char *const *h = r->headers; h && *h; h++) {
+        size_t n = strcspn(*h, ":");
+        if (n == 13 && strncasecmp(*h, "authorization", 13) == 0) {
+            snprintf(errbuf, errlen, "SigV4: an Authorization header would stop curl signing");
+            ret = CD_ERR_INVALID;
+            goto out;
+        }
+        if (n == 4 && strncasecmp(*h, "host", 4) == 0) user_host = 1;
+        if (n == 10 && strncasecmp(*h, "x-amz-date", 10) == 0) user_date = 1;
+        if (count == sizeof(names) / sizeof(names[0]) - 3) {
+            snprintf(errbuf, errlen, "SigV4: too many headers");
+            ret = CD_ERR_INVALID;
+            goto out;
+        }
+        names[count] = *h;
+        lens[count++] = n;
+    }
+    if (!user_host) names[count] = "host", lens[count++] = 4;
+    if (!user_date) names[count] = "x-amz-date", lens[count++] = 10;
+    if (r->aws_session_token && *r->aws_session_token)
+        names[count] = "x-amz-security-token", lens[count++] = 20;
+    for (size_t i = 0; i < count; i++) {
+        for (size_t j = 0; j < count; j++) {
+            if (i == j || lens[i] > lens[j] || strncasecmp(names[i], names[j], lens[i]) != 0)
+                continue;
+            if (lens[i] == lens[j] && i < j) {
+                snprintf(errbuf, errlen, "SigV4: header %.*s given twice; join the values",
+                         (int)lens[i], names[i]);
+                ret = CD_ERR_UNSUPPORTED;
+                goto out;
+            }
+            if (lens[i] < lens[j] && (unsigned char)names[j][lens[i]] < ':') {
+                snprintf(errbuf, errlen,
+                         "SigV4: headers %.*s and %.*s sort wrongly in libcurl's signer",
+                         (int)lens[i], names[i], (int)lens[j], names[j]);
+                ret = CD_ERR_UNSUPPORTED;
+                goto out;
+            }
+        }
+    }
+out:
+    curl_free(path);
+    curl_free(query);
+    curl_free(host);
+    return ret;
+}
+
+static int httpc_check_url(CURLU *u, const char *url, char *errbuf, size_t errlen) {
     char *scheme = NULL;
     int ret = 0;
     CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
@@ -499,7 +663,6 @@ static int httpc_check_url(const char *url, char *errbuf, size_t errlen) {
         ret = CD_ERR_INVALID;
     }
     curl_free(scheme);
-    curl_url_cleanup(u);
     return ret;
 }
 
@@ -508,9 +671,7 @@ static int httpc_check_request(const httpc_request *r, char *errbuf, size_t errl
         snprintf(errbuf, errlen, "no URL");
         return CD_ERR_INVALID;
     }
-    int ret = httpc_check_url(r->url, errbuf, errlen);
-    if (ret < 0) return ret;
-    if (r->method && !httpc_is_token(r->method)) {
+    if (r->method && !httpc_is_token(r->method, strlen(r->method))) {
         snprintf(errbuf, errlen, "bad method \"%s\"", r->method);
         return CD_ERR_INVALID;
     }
@@ -540,7 +701,15 @@ static int httpc_check_request(const httpc_request *r, char *errbuf, size_t errl
             return CD_ERR_INVALID;
         }
     }
-    return 0;
+    CURLU *u = curl_url();
+    if (!u) {
+        snprintf(errbuf, errlen, "out of memory");
+        return CD_ERR_NOMEM;
+    }
+    int ret = httpc_check_url(u, r->url, errbuf, errlen);
+    if (ret == 0 && r->aws_sigv4) ret = httpc_check_sigv4(u, r, errbuf, errlen);
+    curl_url_cleanup(u);
+    return ret;
 }
 
 /* -------------------------------------------------------------- requests */
@@ -661,6 +830,8 @@ int httpc_submit(httpc_pool *p, const httpc_request *r, httpc_cb cb, void *opaqu
     rq->cb = cb;
     rq->opaque = opaque;
     rq->resp_max = r->max_response_bytes ? r->max_response_bytes : HTTPC_DEFAULT_MAX_RESPONSE;
+    if (rq->resp_max > SIZE_MAX / 4)
+        rq->resp_max = SIZE_MAX / 4; /* growth arithmetic stays exact */
     rq->submitted_ns = uv_hrtime();
     rq->easy = curl_easy_init();
     if (!rq->easy) {
@@ -683,6 +854,7 @@ int httpc_submit(httpc_pool *p, const httpc_request *r, httpc_cb cb, void *opaqu
         }
     } else {
         httpc_list_push(&p->queue, rq);
+        p->queued++;
     }
     return 0;
 }
@@ -716,6 +888,7 @@ void httpc_pool_free(httpc_pool *p) {
     httpc_req *rq;
     while ((rq = p->queue.head)) {
         httpc_list_unlink(&p->queue, rq);
+        p->queued--;
         httpc_req_deliver(rq, 0, HTTPC_ERR_CANCELED, "request cancelled", 0);
     }
     while ((rq = p->active.head)) {
@@ -730,10 +903,7 @@ size_t httpc_pool_in_flight(const httpc_pool *p) {
 }
 
 size_t httpc_pool_queued(const httpc_pool *p) {
-    size_t n = 0;
-    for (const httpc_req *rq = p->queue.head; rq; rq = rq->next)
-        n++;
-    return n;
+    return p->queued;
 }
 
 /* ----------------------------------------------------------------- client */

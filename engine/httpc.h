@@ -13,12 +13,16 @@
  * httpc_pool_free / httpc_close, which cancel).
  *
  * SigV4 (libcurl 7.88's CURLOPT_AWS_SIGV4) signs `host`, `x-amz-date` and
- * every header in httpc_request.headers, and hashes the body; it uses the
- * URL's path and query exactly as given.  So: give paths that need no
- * percent-encoding (DynamoDB and SNS post to "/"), give any query string
- * already in canonical form (keys sorted, RFC 3986-encoded), and do not pass
- * an Authorization header (curl then silently skips signing).  Services that
- * want `x-amz-content-sha256` (S3) need it passed as a header.
+ * every header in httpc_request.headers (none of the ones curl adds itself:
+ * pass Content-Type), and hashes the body.  It takes the URL's path and
+ * query exactly as given and sorts "name:value" lines rather than names, so
+ * httpc_submit refuses (CD_ERR_UNSUPPORTED, with the reason) a signed
+ * request it would sign wrongly: a path needing percent-encoding (except
+ * for S3: AWS encodes it once more, e.g. API Gateway's "/@connections/..."),
+ * a query not already canonical ("k=v" pairs, %XX-encoded, sorted), a
+ * header name given twice, or names like "x-amz-meta" and "x-amz-meta-b".
+ * DynamoDB and SNS (POST "/") are unaffected.  Services that want
+ * `x-amz-content-sha256` (S3) need it passed as a header.
  */
 #ifndef CONNECTD_HTTPC_H
 #define CONNECTD_HTTPC_H
@@ -40,26 +44,26 @@ enum {
 #define HTTPC_ERR_IS_CURL(err)    ((err) <= HTTPC_ERR_CURL_BASE)
 #define HTTPC_ERR_CURL_CODE(err)  (HTTPC_ERR_CURL_BASE - (err))
 
-#define HTTPC_DEFAULT_TIMEOUT_MS      30000
-#define HTTPC_DEFAULT_MAX_RESPONSE    (16u * 1024 * 1024)
-#define HTTPC_MAX_HOST_CONNECTIONS    64
-#define HTTPC_MAX_CACHED_CONNECTIONS  256
+#define HTTPC_DEFAULT_TIMEOUT_MS     30000
+#define HTTPC_DEFAULT_MAX_RESPONSE   (16u * 1024 * 1024)
+#define HTTPC_MAX_HOST_CONNECTIONS   64
+#define HTTPC_MAX_CACHED_CONNECTIONS 256
 
 typedef struct httpc httpc;
 typedef struct httpc_pool httpc_pool;
 
 typedef struct httpc_request {
-    const char *method;               /* NULL: GET */
-    const char *url;                  /* http:// or https:// only */
-    const char *const *headers;       /* "Name: value", NULL-terminated; may be NULL */
-    const void *body;                 /* may be NULL when body_len is 0 */
+    const char *method;         /* NULL: GET */
+    const char *url;            /* http:// or https:// only */
+    const char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
+    const void *body;           /* may be NULL when body_len is 0 */
     size_t body_len;
-    uint64_t timeout_ms;              /* once with curl, incl. connect; not the pool wait; 0: 30 s */
-    size_t max_response_bytes;        /* body cap; 0: 16 MiB */
-    const char *aws_sigv4;            /* e.g. "aws:amz:eu-west-1:dynamodb"; NULL: unsigned */
-    const char *aws_access_key;       /* required with aws_sigv4 */
-    const char *aws_secret_key;       /* required with aws_sigv4 */
-    const char *aws_session_token;    /* sent (and signed) as X-Amz-Security-Token; may be NULL */
+    uint64_t timeout_ms;           /* once with curl, incl. connect; not the pool wait; 0: 30 s */
+    size_t max_response_bytes;     /* body cap; 0: 16 MiB */
+    const char *aws_sigv4;         /* e.g. "aws:amz:eu-west-1:dynamodb"; NULL: unsigned */
+    const char *aws_access_key;    /* required with aws_sigv4 */
+    const char *aws_secret_key;    /* required with aws_sigv4 */
+    const char *aws_session_token; /* sent (and signed) as X-Amz-Security-Token; may be NULL */
 } httpc_request;
 
 /*
@@ -74,10 +78,10 @@ typedef struct httpc_response {
     const char *error_message; /* NULL when error is 0 */
     const char *body;          /* never NULL; NUL-terminated after body_len bytes */
     size_t body_len;
-    const char *content_type;  /* header value or NULL */
-    const char *retry_after;   /* header value or NULL */
-    double total_ms;           /* curl's transfer time (0 when it never started) */
-    double queued_ms;          /* time spent waiting in the pool before that */
+    const char *content_type; /* header value or NULL */
+    const char *retry_after;  /* header value or NULL */
+    double total_ms;          /* curl's transfer time (0 when it never started) */
+    double queued_ms;         /* time spent waiting in the pool before that */
 } httpc_response;
 
 typedef void (*httpc_cb)(void *opaque, const httpc_response *resp);
@@ -114,8 +118,10 @@ size_t httpc_pool_queued(const httpc_pool *p);
  * Returns 0 and later calls cb exactly once from the loop, never from
  * inside httpc_submit; or returns negative with errbuf and never calls cb:
  * CD_ERR_INVALID (not an http(s) URL, a malformed header or method, SigV4
- * without keys), CD_ERR_BUSY (pool freed or client closing), CD_ERR_NOMEM,
- * CD_ERR_IO (curl refused the transfer). */
+ * without keys or with an Authorization header), CD_ERR_UNSUPPORTED (a
+ * signed request libcurl would sign wrongly, see above), CD_ERR_BUSY (the
+ * client is closing, or the pool is being freed: from its own callbacks),
+ * CD_ERR_NOMEM, CD_ERR_IO (curl refused the transfer). */
 int httpc_submit(httpc_pool *p, const httpc_request *r, httpc_cb cb, void *opaque, char *errbuf,
                  size_t errlen);
 
