@@ -489,7 +489,7 @@ int engine_conf_load_pipelines(engine_conf *conf, const plugin_registry *r, diag
     }
     free(self);
     closedir(dp);
-    qsort(names, n, sizeof(*names), name_cmp);
+    if (n) qsort(names, n, sizeof(*names), name_cmp);
     conf->pipelines = calloc(n ? n : 1, sizeof(*conf->pipelines));
     for (size_t i = 0; i < n; i++) {
         pipeline_conf *pc = NULL;

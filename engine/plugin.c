@@ -157,7 +157,7 @@ static int plugin_discover_dir(plugin_registry *r, const char *dir) {
         names[n++] = strdup(de->d_name);
     }
     closedir(dp);
-    qsort(names, n, sizeof(*names), plugin_name_cmp);
+    if (n) qsort(names, n, sizeof(*names), plugin_name_cmp);
     int refused = 0;
     for (size_t i = 0; i < n; i++) {
         char path[4096], err[512];
