@@ -5,6 +5,7 @@
  */
 #include "engine.h"
 #include "httpd.h"
+#include "template.h"
 #include "log.h"
 #include "pipeline.h"
 
@@ -183,6 +184,61 @@ static int host_http_respond(cd_http_request *r, int status, const char *content
     return httpd_respond(host_req(r), status, content_type, body, len, extra_headers);
 }
 
+/* cd_buf and tbuf share their layout: one struct under two names. */
+_Static_assert(sizeof(cd_buf) == sizeof(tbuf) && offsetof(cd_buf, len) == offsetof(tbuf, len) &&
+                   offsetof(cd_buf, cap) == offsetof(tbuf, cap),
+               "cd_buf and tbuf must match");
+
+static int host_template_compile(const char *json_spec, cd_template **out, char *errbuf,
+                                 size_t errlen) {
+    json_error_t jerr;
+    json_t *spec = json_loads(json_spec, JSON_DECODE_ANY, &jerr);
+    if (!spec) {
+        snprintf(errbuf, errlen, "template is not JSON: %s", jerr.text);
+        return CD_ERR_INVALID;
+    }
+    template *t = NULL;
+    int r = template_compile(spec, &t, errbuf, errlen);
+    json_decref(spec);
+    if (r < 0) return CD_ERR_INVALID;
+    *out = (cd_template *)(void *)t;
+    return 0;
+}
+
+static int host_template_render(const cd_template *ct, const cd_record *rec, int as_text,
+                                cd_buf *out, char *errbuf, size_t errlen) {
+    const template *t = (const template *)(const void *)ct;
+    template_record r = {
+        .topic = rec->topic,
+        .partition = rec->partition,
+        .offset = rec->offset,
+        .timestamp_ms = rec->timestamp_ms,
+        .key = rec->key,
+        .key_len = rec->key_len,
+        .headers = rec->headers,
+        .header_count = rec->header_count,
+        .value = rec->value,
+        .value_len = rec->value_len,
+        .doc = NULL,
+    };
+    tbuf *b = (tbuf *)(void *)out;
+    int rc = as_text ? template_render_text(t, &r, b, errbuf, errlen)
+                     : template_render_json(t, &r, b, errbuf, errlen);
+    return rc < 0 ? CD_ERR_INVALID : 0;
+}
+
+static int host_template_uses_value(const cd_template *t) {
+    return template_references_value((const template *)(const void *)t);
+}
+
+static void host_template_free(cd_template *t) {
+    template_free((template *)(void *)t);
+}
+
+static void host_buf_free(cd_buf *b) {
+    tbuf_free((tbuf *)(void *)b);
+}
+
 const cd_host engine_host = {
     .abi_version = CD_ABI_VERSION,
     .struct_size = sizeof(cd_host),
@@ -214,4 +270,9 @@ const cd_host engine_host = {
     .http_body = host_http_body,
     .http_peer = host_http_peer,
     .http_respond = host_http_respond,
+    .template_compile = host_template_compile,
+    .template_render = host_template_render,
+    .template_uses_value = host_template_uses_value,
+    .template_free = host_template_free,
+    .buf_free = host_buf_free,
 };

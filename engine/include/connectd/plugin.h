@@ -36,7 +36,7 @@ extern "C" {
 /* ABI version: major in the high 16 bits, minor in the low 16 bits.  A
  * minor bump only appends fields/functions; a major bump breaks layout. */
 #define CD_ABI_VERSION_MAJOR 1
-#define CD_ABI_VERSION_MINOR 1
+#define CD_ABI_VERSION_MINOR 2
 #define CD_ABI_VERSION       ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
 #define CD_ABI_MAJOR(v)      ((uint32_t)(v) >> 16)
 
@@ -170,6 +170,21 @@ typedef struct cd_http_limits {
 
 typedef void (*cd_http_handler)(cd_http_request *req, void *opaque);
 
+/* ---------------------------------------------------------------- templates
+ * Record templates from pipeline files, compiled once at init: any JSON
+ * value whose strings may hold ${/json/pointer} (into the record's JSON
+ * value; "${/}" is the whole value), ${topic}, ${partition}, ${offset},
+ * ${key}, ${timestamp}, ${headers.NAME}, ${/path:-default}.  A string that
+ * is exactly one reference renders as the referenced JSON value itself. */
+typedef struct cd_template cd_template; /* opaque, immutable */
+
+/* A growable output buffer, reused across records; free with buf_free. */
+typedef struct cd_buf {
+    char *data; /* NUL-terminated */
+    size_t len;
+    size_t cap;
+} cd_buf;
+
 /* -------------------------------------------------------------- host table */
 typedef struct cd_instance cd_instance; /* one configured sink/source (opaque) */
 typedef struct cd_metric cd_metric;     /* a registered counter/gauge (opaque) */
@@ -266,6 +281,19 @@ typedef struct cd_host {
      * CD_ERR_INVALID for a bad status or header (req stays the caller's). */
     int (*http_respond)(cd_http_request *req, int status, const char *content_type,
                         const void *body, size_t len, const char *const *extra_headers);
+
+    /* ABI 1.2: templates.  template_compile takes the template as JSON
+     * text (e.g. cfg_json(cfg, "item")); errors name the bad variable.
+     * template_render appends to out: compact JSON, or with as_text a plain
+     * string (file paths, subjects).  A missing field is an error ("template:
+     * /data/status: no such field") the sink reports as FATAL.  Rendering
+     * allocates nothing once out has grown. */
+    int (*template_compile)(const char *json_spec, cd_template **out, char *errbuf, size_t errlen);
+    int (*template_render)(const cd_template *t, const cd_record *rec, int as_text, cd_buf *out,
+                           char *errbuf, size_t errlen);
+    int (*template_uses_value)(const cd_template *t);
+    void (*template_free)(cd_template *t);
+    void (*buf_free)(cd_buf *b);
 } cd_host;
 
 /* True when the engine's host table carries member `field`. */
