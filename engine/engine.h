@@ -35,7 +35,12 @@ struct engine {
     pipeline **pipelines;
     size_t pipeline_count;
     size_t pipelines_stopped;
-    struct httpd *admin; /* NULL when off */
+    struct httpd *admin;     /* NULL when off */
+    struct httpc *http;      /* the HTTP client, started on first use */
+    struct aws_creds *creds; /* AWS credentials, started on first signed call */
+    int creds_state;         /* 0 not started, 1 fetching, 2 ready, -1 failed */
+    char creds_error[512];
+    struct host_pool *pools; /* plugins' HTTP pools, invalidated at close */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t grace_timer;
     int stopping;
@@ -49,6 +54,9 @@ void instance_init(cd_instance *inst, engine *e, pipeline *pl, const char *pipel
                    const char *name);
 /* Unregisters the instance's metrics and frees its strings. */
 void instance_release(cd_instance *inst);
+
+/* Closes the HTTP client and AWS credentials (after the pipelines stopped). */
+void host_http_shutdown(engine *e);
 
 /* The shared producer, started on first use.  Returns NULL with errbuf. */
 kafka_producer *engine_producer(engine *e, char *errbuf, size_t errlen);

@@ -4,6 +4,8 @@
  * pipeline and sink names used for log prefixes and metric labels.
  */
 #include "engine.h"
+#include "awscreds.h"
+#include "httpc.h"
 #include "httpd.h"
 #include "template.h"
 #include "log.h"
@@ -239,6 +241,175 @@ static void host_buf_free(cd_buf *b) {
     tbuf_free((tbuf *)(void *)b);
 }
 
+/* ------------------------------------------------------- HTTP client (1.3) */
+typedef struct host_pool {
+    engine *eng;
+    httpc_pool *pool; /* NULL once the engine closed its client */
+    struct host_pool *next;
+} host_pool;
+
+typedef struct host_call {
+    cd_http_result_cb cb;
+    void *opaque;
+} host_call;
+
+static int host_http_client(engine *e, char *errbuf, size_t errlen) {
+    if (e->http) return 0;
+    return httpc_new(&e->http, e->loop, errbuf, errlen);
+}
+
+static cd_http_pool *host_http_pool_new(cd_instance *inst, size_t max_in_flight, char *errbuf,
+                                        size_t errlen) {
+    engine *e = inst->eng;
+    if (host_http_client(e, errbuf, errlen) < 0) return NULL;
+    host_pool *hp = calloc(1, sizeof(*hp));
+    if (!hp || !(hp->pool = httpc_pool_new(e->http, max_in_flight ? max_in_flight : 1))) {
+        free(hp);
+        snprintf(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    hp->eng = e;
+    hp->next = e->pools;
+    e->pools = hp;
+    return (cd_http_pool *)(void *)hp;
+}
+
+static void host_http_pool_free(cd_http_pool *cp) {
+    host_pool *hp = (host_pool *)(void *)cp;
+    if (!hp) return;
+    for (host_pool **pp = &hp->eng->pools; *pp; pp = &(*pp)->next) {
+        if (*pp == hp) {
+            *pp = hp->next;
+            break;
+        }
+    }
+    httpc_pool_free(hp->pool); /* NULL (client closed) is ignored */
+    free(hp);
+}
+
+static void host_http_done(void *opaque, const httpc_response *r) {
+    host_call *c = opaque;
+    cd_http_result res = {
+        .status = r->status,
+        .error = r->error,
+        .error_message = r->error_message,
+        .body = r->body,
+        .body_len = r->body_len,
+        .content_type = r->content_type,
+        .retry_after = r->retry_after,
+        .retriable = httpc_retriable(r),
+    };
+    c->cb(c->opaque, &res);
+    free(c);
+}
+
+static void host_creds_ready(void *opaque, int status, const char *errmsg) {
+    engine *e = opaque;
+    if (status == 0) {
+        e->creds_state = 2;
+        LOG_INFO("AWS credentials from %s", aws_creds_source_name(e->creds));
+    } else {
+        e->creds_state = -1;
+        snprintf(e->creds_error, sizeof(e->creds_error), "%s", errmsg ? errmsg : "failed");
+        LOG_ERROR("AWS credentials: %s", e->creds_error);
+    }
+}
+
+static int host_aws_start(engine *e, char *errbuf, size_t errlen) {
+    if (!e->creds && e->creds_state != -1) {
+        if (host_http_client(e, errbuf, errlen) < 0) return CD_ERR_IO;
+        if (aws_creds_new(&e->creds, e->loop, e->http, e->creds_error, sizeof(e->creds_error)) <
+            0) {
+            e->creds_state = -1;
+            e->creds = NULL;
+        } else {
+            e->creds_state = 1;
+            if (aws_creds_start(e->creds, host_creds_ready, e) < 0 && e->creds_state == 1)
+                e->creds_state = -1;
+        }
+    }
+    if (e->creds_state == -1) {
+        snprintf(errbuf, errlen, "%s", e->creds_error);
+        return CD_ERR_INVALID;
+    }
+    return 0;
+}
+
+static int host_aws_credentials_check(cd_instance *inst, char *errbuf, size_t errlen) {
+    return host_aws_start(inst->eng, errbuf, errlen);
+}
+
+static int host_http_call(cd_http_pool *cp, const cd_http_call *call, cd_http_result_cb cb,
+                          void *opaque, char *errbuf, size_t errlen) {
+    host_pool *hp = (host_pool *)(void *)cp;
+    engine *e = hp->eng;
+    if (!hp->pool) {
+        snprintf(errbuf, errlen, "the engine is shutting down");
+        return CD_ERR_BUSY;
+    }
+    httpc_request req = {
+        .method = call->method,
+        .url = call->url,
+        .headers = call->headers,
+        .body = call->body,
+        .body_len = call->body_len,
+        .timeout_ms = call->timeout_ms,
+    };
+    char sigv4[128];
+    if (call->aws_service) {
+        if (!call->aws_region || !*call->aws_region) {
+            snprintf(errbuf, errlen, "aws_region is required with aws_service");
+            return CD_ERR_INVALID;
+        }
+        int ar = host_aws_start(e, errbuf, errlen);
+        if (ar < 0) return ar;
+        const char *ak, *sk, *tok;
+        if (!e->creds || aws_creds_get(e->creds, &ak, &sk, &tok) < 0) {
+            snprintf(errbuf, errlen, "AWS credentials are not available yet");
+            return CD_ERR_BUSY;
+        }
+        snprintf(sigv4, sizeof(sigv4), "aws:amz:%s:%s", call->aws_region, call->aws_service);
+        req.aws_sigv4 = sigv4;
+        req.aws_access_key = ak;
+        req.aws_secret_key = sk;
+        req.aws_session_token = tok;
+    }
+    host_call *c = malloc(sizeof(*c));
+    if (!c) {
+        snprintf(errbuf, errlen, "out of memory");
+        return CD_ERR_NOMEM;
+    }
+    c->cb = cb;
+    c->opaque = opaque;
+    int r = httpc_submit(hp->pool, &req, host_http_done, c, errbuf, errlen);
+    if (r < 0) free(c);
+    return r;
+}
+
+static void host_client_closed(void *opaque) {
+    (void)opaque;
+}
+
+static void host_creds_closed(void *opaque) {
+    engine *e = opaque;
+    e->creds = NULL;
+    if (e->http) {
+        httpc_close(e->http, host_client_closed, NULL);
+        e->http = NULL;
+    }
+}
+
+void host_http_shutdown(engine *e) {
+    for (host_pool *hp = e->pools; hp; hp = hp->next) {
+        httpc_pool_free(hp->pool);
+        hp->pool = NULL;
+    }
+    if (e->creds)
+        aws_creds_close(e->creds, host_creds_closed, e);
+    else
+        host_creds_closed(e);
+}
+
 const cd_host engine_host = {
     .abi_version = CD_ABI_VERSION,
     .struct_size = sizeof(cd_host),
@@ -275,4 +446,8 @@ const cd_host engine_host = {
     .template_uses_value = host_template_uses_value,
     .template_free = host_template_free,
     .buf_free = host_buf_free,
+    .http_pool_new = host_http_pool_new,
+    .http_pool_free = host_http_pool_free,
+    .http_call = host_http_call,
+    .aws_credentials_check = host_aws_credentials_check,
 };

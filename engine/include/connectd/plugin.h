@@ -36,7 +36,7 @@ extern "C" {
 /* ABI version: major in the high 16 bits, minor in the low 16 bits.  A
  * minor bump only appends fields/functions; a major bump breaks layout. */
 #define CD_ABI_VERSION_MAJOR 1
-#define CD_ABI_VERSION_MINOR 2
+#define CD_ABI_VERSION_MINOR 3
 #define CD_ABI_VERSION       ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
 #define CD_ABI_MAJOR(v)      ((uint32_t)(v) >> 16)
 
@@ -185,6 +185,39 @@ typedef struct cd_buf {
     size_t cap;
 } cd_buf;
 
+/* ------------------------------------------------------------- HTTP client
+ * The engine's HTTP client (libcurl's multi interface on the loop), shared
+ * by every plugin.  A pool bounds one plugin's requests in flight (more wait
+ * in FIFO order).  With aws_service set, the request is signed with SigV4
+ * using the engine's credentials (environment, then the ECS container
+ * endpoint, refreshed before they expire). */
+typedef struct cd_http_pool cd_http_pool; /* opaque */
+
+typedef struct cd_http_call {
+    const char *method;         /* NULL: GET */
+    const char *url;            /* http:// or https:// */
+    const char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
+    const void *body;
+    size_t body_len;
+    uint64_t timeout_ms;     /* 0: 30 s */
+    const char *aws_service; /* "dynamodb", "sns", "execute-api"...; NULL: unsigned */
+    const char *aws_region;  /* with aws_service */
+} cd_http_call;
+
+/* Valid only during the callback.  Exactly one of status and error is set. */
+typedef struct cd_http_result {
+    int status;                /* HTTP status, 0 when no complete response */
+    int error;                 /* 0, or negative */
+    const char *error_message; /* with error */
+    const char *body;          /* never NULL, NUL-terminated */
+    size_t body_len;
+    const char *content_type; /* or NULL */
+    const char *retry_after;  /* Retry-After header or NULL */
+    int retriable;            /* connection errors, timeouts, 408, 429, 5xx */
+} cd_http_result;
+
+typedef void (*cd_http_result_cb)(void *opaque, const cd_http_result *res);
+
 /* -------------------------------------------------------------- host table */
 typedef struct cd_instance cd_instance; /* one configured sink/source (opaque) */
 typedef struct cd_metric cd_metric;     /* a registered counter/gauge (opaque) */
@@ -294,6 +327,23 @@ typedef struct cd_host {
     int (*template_uses_value)(const cd_template *t);
     void (*template_free)(cd_template *t);
     void (*buf_free)(cd_buf *b);
+
+    /* ABI 1.3: the HTTP client.  http_pool_new returns NULL with errbuf when
+     * the client cannot start.  http_pool_free cancels what is queued or in
+     * flight (each callback runs once, with an error).  http_call copies the
+     * call; it returns 0 and calls cb exactly once from the loop, or returns
+     * negative with errbuf and never calls cb (CD_ERR_BUSY: AWS credentials
+     * are not available yet, try again later). */
+    cd_http_pool *(*http_pool_new)(cd_instance *inst, size_t max_in_flight, char *errbuf,
+                                   size_t errlen);
+    void (*http_pool_free)(cd_http_pool *pool);
+    int (*http_call)(cd_http_pool *pool, const cd_http_call *call, cd_http_result_cb cb,
+                     void *opaque, char *errbuf, size_t errlen);
+    /* Starts the AWS credentials chain if it is not running.  Returns 0 when
+     * credentials are available or being fetched, negative with errbuf
+     * naming what was tried when there are none.  AWS sinks call it in
+     * start, so a missing role fails at start-up, not at the first write. */
+    int (*aws_credentials_check)(cd_instance *inst, char *errbuf, size_t errlen);
 } cd_host;
 
 /* True when the engine's host table carries member `field`. */
