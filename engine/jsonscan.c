@@ -216,3 +216,19 @@ int json_validate(const void *data, size_t len, char *errbuf, size_t errlen) {
     if (errbuf) snprintf(errbuf, errlen, "%s at byte %zu", s.err, (size_t)(s.p - s.start));
     return -1;
 }
+
+const char *json_skip_ws(const char *p, const char *end) {
+    scan s = {(const unsigned char *)p, (const unsigned char *)end, (const unsigned char *)p, NULL};
+    scan_ws(&s);
+    return (const char *)s.p;
+}
+
+const char *json_skip_string(const char *p, const char *end) {
+    scan s = {(const unsigned char *)p, (const unsigned char *)end, (const unsigned char *)p, NULL};
+    return scan_string(&s) < 0 ? NULL : (const char *)s.p;
+}
+
+const char *json_skip_value(const char *p, const char *end) {
+    scan s = {(const unsigned char *)p, (const unsigned char *)end, (const unsigned char *)p, NULL};
+    return scan_value(&s) < 0 ? NULL : (const char *)s.p;
+}

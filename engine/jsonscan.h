@@ -12,4 +12,13 @@
  * otherwise -1 with "reason at byte N" in errbuf (may be NULL). */
 int json_validate(const void *data, size_t len, char *errbuf, size_t errlen);
 
+/* Building blocks for code that walks raw JSON without a tree (the
+ * template room's pointer scan): each returns the position after what it
+ * skipped, or NULL when the text there is not valid. */
+const char *json_skip_ws(const char *p, const char *end);
+/* p is just after an opening quote; returns just after the closing one. */
+const char *json_skip_string(const char *p, const char *end);
+/* Skips leading whitespace and one value; returns just after the value. */
+const char *json_skip_value(const char *p, const char *end);
+
 #endif

@@ -12,6 +12,7 @@
  * a mixed template string), and so on.
  */
 #include "template.h"
+#include "jsonscan.h"
 
 #include <inttypes.h>
 #include <stdint.h>
@@ -255,154 +256,29 @@ static int put_json_string_content(tbuf *b, const char *s, size_t n, int level) 
 /* ------------------------------------------------ raw JSON scanning (RFC 8259)
  * The grammar of jsonscan.c: strict, bounds-checked, no allocation. */
 
-#define TPL_MAX_DEPTH 512
-
 typedef struct scan {
     const unsigned char *p, *end;
 } scan;
 
+/* Thin adapters over jsonscan.c's scanner, so both rooms read one grammar. */
 static void scan_ws(scan *s) {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
+    s->p = (const unsigned char *)json_skip_ws((const char *)s->p, (const char *)s->end);
 }
 
 /* After the opening quote; leaves p after the closing quote. */
 static int scan_string(scan *s) {
-    while (s->p < s->end) {
-        unsigned c = *s->p;
-        if (c == '"') {
-            s->p++;
-            return 0;
-        }
-        if (c < 0x20) return -1;
-        if (c == '\\') {
-            if (++s->p >= s->end) return -1;
-            c = *s->p++;
-            if (c == 'u') {
-                unsigned u;
-                if (hex4(s->p, s->end, &u) < 0) return -1;
-                s->p += 4;
-                if (u >= 0xD800 && u <= 0xDBFF) {
-                    unsigned lo;
-                    if (s->end - s->p < 6 || s->p[0] != '\\' || s->p[1] != 'u' ||
-                        hex4(s->p + 2, s->end, &lo) < 0 || lo < 0xDC00 || lo > 0xDFFF)
-                        return -1;
-                    s->p += 6;
-                } else if (u >= 0xDC00 && u <= 0xDFFF) {
-                    return -1;
-                }
-            } else if (!(c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
-                         c == 'r' || c == 't')) {
-                return -1;
-            }
-            continue;
-        }
-        if (c < 0x80) {
-            s->p++;
-            continue;
-        }
-        size_t l = utf8_seq(s->p, s->end);
-        if (!l) return -1;
-        s->p += l;
-    }
-    return -1;
-}
-
-static int scan_digits(scan *s) {
-    const unsigned char *b = s->p;
-    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
-        s->p++;
-    return s->p > b ? 0 : -1;
-}
-
-static int scan_number(scan *s) {
-    if (s->p < s->end && *s->p == '-') s->p++;
-    if (s->p < s->end && *s->p == '0') {
-        s->p++;
-    } else if (scan_digits(s) < 0) {
-        return -1;
-    }
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (scan_digits(s) < 0) return -1;
-    }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
-        s->p++;
-        if (s->p < s->end && (*s->p == '+' || *s->p == '-')) s->p++;
-        if (scan_digits(s) < 0) return -1;
-    }
-    return 0;
-}
-
-static int scan_literal(scan *s, const char *lit, size_t n) {
-    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0) return -1;
-    s->p += n;
+    const char *q = json_skip_string((const char *)s->p, (const char *)s->end);
+    if (!q) return -1;
+    s->p = (const unsigned char *)q;
     return 0;
 }
 
 /* Scans exactly one value (leading whitespace skipped); p ends after it. */
 static int scan_value(scan *s) {
-    unsigned char stack[TPL_MAX_DEPTH];
-    int depth = 0;
-    for (;;) {
-        scan_ws(s);
-        if (s->p >= s->end) return -1;
-        unsigned c = *s->p;
-        if (c == '{' || c == '[') {
-            if (depth == TPL_MAX_DEPTH) return -1;
-            stack[depth++] = c == '{';
-            s->p++;
-            scan_ws(s);
-            if (s->p < s->end && *s->p == (c == '{' ? '}' : ']')) {
-                s->p++;
-                depth--;
-                goto after_value;
-            }
-            if (c == '{') goto member_key;
-            continue;
-        }
-        if (c == '"') {
-            s->p++;
-            if (scan_string(s) < 0) return -1;
-        } else if (c == '-' || (c >= '0' && c <= '9')) {
-            if (scan_number(s) < 0) return -1;
-        } else if (c == 't') {
-            if (scan_literal(s, "true", 4) < 0) return -1;
-        } else if (c == 'f') {
-            if (scan_literal(s, "false", 5) < 0) return -1;
-        } else if (c == 'n') {
-            if (scan_literal(s, "null", 4) < 0) return -1;
-        } else {
-            return -1;
-        }
-    after_value:
-        for (;;) {
-            if (depth == 0) return 0;
-            scan_ws(s);
-            if (s->p >= s->end) return -1;
-            c = *s->p;
-            if (c == ',') {
-                s->p++;
-                if (stack[depth - 1]) goto member_key;
-                break;
-            }
-            if (c == (stack[depth - 1] ? '}' : ']')) {
-                s->p++;
-                depth--;
-                continue;
-            }
-            return -1;
-        }
-        continue;
-    member_key:
-        scan_ws(s);
-        if (s->p >= s->end || *s->p != '"') return -1;
-        s->p++;
-        if (scan_string(s) < 0) return -1;
-        scan_ws(s);
-        if (s->p >= s->end || *s->p != ':') return -1;
-        s->p++;
-    }
+    const char *q = json_skip_value((const char *)s->p, (const char *)s->end);
+    if (!q) return -1;
+    s->p = (const unsigned char *)q;
+    return 0;
 }
 
 /* Does the raw (escaped) key k equal the pointer token t (~0 ~1 encoded)? */
