@@ -7,6 +7,7 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "secrets.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,8 +55,12 @@ static engine_conf *cli_load(const char *path, plugin_registry *r, diag *d) {
 int cli_validate(const char *config_path) {
     diag d = {0};
     plugin_registry r = {0};
+    char serr[256];
+    if (secrets_install(serr, sizeof(serr)) < 0) fprintf(stderr, "secrets: %s\n", serr);
     engine_conf *conf = cli_load(config_path, &r, &d);
-    if (conf && engine_conf_load_pipelines(conf, &r, &d) == 0) {
+    int perr = conf ? engine_conf_load_pipelines(conf, &r, &d) : 1;
+    secrets_uninstall(); /* ${secret:...} only resolves while loading */
+    if (conf && perr == 0) {
         uv_loop_t loop;
         uv_loop_init(&loop);
         engine e;
@@ -102,7 +107,10 @@ int cli_plugins(const char *config_path) {
     plugin_registry r = {0};
     engine_conf *conf = NULL;
     if (config_path) {
+        char serr[256];
+        if (secrets_install(serr, sizeof(serr)) < 0) fprintf(stderr, "secrets: %s\n", serr);
         conf = cli_load(config_path, &r, &d);
+        secrets_uninstall();
         if (!conf) {
             for (size_t i = 0; i < d.count; i++)
                 printf("%s\n", d.lines[i]);

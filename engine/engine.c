@@ -9,6 +9,7 @@
 #include "expand.h"
 #include "log.h"
 #include "pipeline.h"
+#include "secrets.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -50,8 +51,11 @@ static void engine_on_signal(uv_signal_t *h, int signum) {
          * the files would load; applying them live is the reload room's job. */
         diag d = {0};
         engine_conf *next = NULL;
+        char serr[256];
+        if (secrets_install(serr, sizeof(serr)) < 0) LOG_WARN("secrets: %s", serr);
         if (engine_conf_load(e->conf->file, &d, &next) == 0)
             engine_conf_load_pipelines(next, &e->plugins, &d);
+        secrets_uninstall();
         if (d.count) {
             LOG_ERROR("SIGHUP: configuration is invalid, keeping the running one:");
             diag_log(&d);
@@ -199,7 +203,10 @@ static engine_conf *engine_load(const char *path, plugin_registry *r, diag *d) {
 int engine_run_main(const char *config_path) {
     diag d = {0};
     plugin_registry r = {0};
+    char serr[256];
+    if (secrets_install(serr, sizeof(serr)) < 0) LOG_WARN("secrets: %s", serr);
     engine_conf *conf = engine_load(config_path, &r, &d);
+    secrets_uninstall(); /* ${secret:...} only resolves while loading */
     if (d.count) {
         diag_log(&d);
         LOG_ERROR("%zu configuration error(s); not starting", d.count);
