@@ -137,7 +137,9 @@ int cli_plugins(const char *config_path) {
                 cli_md_cell(o->enum_values);
                 printf(")");
             }
-            if (o->has_bounds && (o->type == CD_OPT_INT || o->type == CD_OPT_DOUBLE))
+            if (o->has_bounds && o->type == CD_OPT_INT)
+                printf(" [%.0f..%.0f]", o->min, o->max);
+            else if (o->has_bounds && o->type == CD_OPT_DOUBLE)
                 printf(" [%g..%g]", o->min, o->max);
             printf(" | ");
             cli_md_cell(o->default_value ? o->default_value : "");

@@ -105,6 +105,26 @@ void kafka_describe_listener(const json_t *props, char *out, size_t outlen) {
 }
 
 /* ----------------------------------------------------------------- producer */
+/* Errors that resending cannot fix are CD_ERR_INVALID (a source answers
+ * them 400, not 503); everything else may succeed later. */
+static int kafka_produce_error(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+        return CD_ERR_INVALID;
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+        return CD_ERR_BUSY;
+    default:
+        return CD_ERR_IO;
+    }
+}
+
 typedef struct produce_req {
     cd_produce_cb cb;
     void *opaque;
@@ -116,7 +136,8 @@ static void kafka_producer_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void 
     if (!req) return;
     req->p->inflight--;
     if (m->err)
-        req->cb(req->opaque, CD_ERR_IO, rd_kafka_err2str(m->err), m->partition, -1);
+        req->cb(req->opaque, kafka_produce_error(m->err), rd_kafka_err2str(m->err), m->partition,
+                -1);
     else
         req->cb(req->opaque, 0, NULL, m->partition, m->offset);
     free(req);
@@ -181,6 +202,11 @@ int kafka_producer_send(kafka_producer *p, const char *topic, int32_t partition,
         return CD_ERR_BUSY;
     }
     produce_req *req = malloc(sizeof(*req));
+    if (!req) {
+        if (headers) rd_kafka_headers_destroy(headers);
+        snprintf(errbuf, errlen, "out of memory");
+        return CD_ERR_NOMEM;
+    }
     req->cb = cb;
     req->opaque = opaque;
     req->p = p;
@@ -201,7 +227,7 @@ int kafka_producer_send(kafka_producer *p, const char *topic, int32_t partition,
         if (headers) rd_kafka_headers_destroy(headers);
         free(req);
         snprintf(errbuf, errlen, "%s", rd_kafka_err2str(err));
-        return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? CD_ERR_BUSY : CD_ERR_IO;
+        return kafka_produce_error(err);
     }
     p->inflight++;
     return 0;

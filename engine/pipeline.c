@@ -1369,6 +1369,8 @@ static void pl_sink_stopped(void *opaque, int status) {
 
 static void pl_source_stopped(void *opaque, int status) {
     pipeline *pl = opaque;
+    /* After a forced stop the source's own stop may still call back. */
+    if (!pl->source_started) return;
     pl->source_started = 0;
     pl_finish_stop(pl);
 }
