@@ -1,0 +1,249 @@
+/*
+ * source-http — the context of one configured HTTP ingest source.
+ *
+ * Private to the plugin (http.c, http_conf.c, http_schema.c and http_auth.c
+ * include it; nothing else does).  The structs:
+ *
+ *   http_ctx      one configured source: options, topics with their schemas,
+ *                 auth, the server, requests waiting for delivery reports
+ *   http_pending  one POST in flight: its events and the HTTP request it
+ *                 answers, from the handler until its last delivery report
+ *   http_event    one event (the body of an application/json POST, or one
+ *                 line of an NDJSON batch) and its outcome
+ *
+ * How they fit together: the handler checks the request (path, method,
+ * auth, content type), then turns each event into a Kafka record and
+ * produces it through the host.  The request is answered when every event
+ * has an outcome: a delivery report (202 or 503), a validation error (400),
+ * or the ack timeout (503).  An http_pending outlives its answer while
+ * delivery reports are still due, because the producer holds a pointer to
+ * each of its events; it is freed by the last one.
+ */
+#ifndef CONNECTD_SOURCE_HTTP_H
+#define CONNECTD_SOURCE_HTTP_H
+
+#include <connectd/plugin.h>
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define http_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Longest eventId a client may send (bytes).  Ours are 36. */
+#define HTTP_EVENT_ID_MAX 128
+
+/* Room for a validation problem: the field (a JSON pointer) and what is
+ * wrong with it.  Longer ones are cut, which only shortens a message. */
+#define HTTP_FIELD_MAX 256
+#define HTTP_ERROR_MAX 256
+
+/* Unpredictable bytes for eventIds are read from getrandom(2) this many at
+ * a time (a UUID takes 16). */
+#define HTTP_RANDOM_POOL 512
+
+/* ------------------------------------------------------- JSON pointers */
+
+/* An RFC 6901 JSON pointer, split and unescaped once (in init) so that
+ * resolving it per event is a few hash lookups. */
+typedef struct http_pointer {
+    char *text;     /* as configured, e.g. "/customerId" (owned) */
+    size_t ntokens; /* 0: the whole document */
+    char **tokens;  /* unescaped reference tokens (owned) */
+    size_t *lens;
+} http_pointer;
+
+/* Parses `text` into *out.  Returns 0, or CD_ERR_INVALID with errbuf saying
+ * why (a pointer must be "" or start with '/'; '~' must be "~0" or "~1"). */
+int http_pointer_parse(const char *text, http_pointer *out, char *errbuf, size_t errlen);
+void http_pointer_free(http_pointer *p);
+/* The value `p` points at in doc, or NULL. */
+const json_t *http_pointer_get(const http_pointer *p, const json_t *doc);
+
+/* ------------------------------------------------------ http_schema.c */
+
+/* What is wrong with an event: `field` is a JSON pointer into it ("" for the
+ * event as a whole). */
+typedef struct http_problem {
+    char field[HTTP_FIELD_MAX];
+    char error[HTTP_ERROR_MAX];
+} http_problem;
+
+/* Checks that `schema` uses only the subset of JSON Schema that
+ * http_schema_validate implements (see README.md), so that a schema never
+ * silently means less than its author thinks.  Returns 0, or CD_ERR_INVALID
+ * with errbuf like "properties.data.type: unknown type \"strng\"". */
+int http_schema_check(const json_t *schema, char *errbuf, size_t errlen);
+
+/* Validates `value` against a checked schema.  Returns 0, or -1 with the
+ * first problem found in *pr (required members first, then members in
+ * document order). */
+int http_schema_validate(const json_t *schema, const json_t *value, http_problem *pr);
+
+/* The string formats the subset knows (also used for eventIds). */
+int http_is_uuid(const char *s, size_t len);
+int http_is_date_time(const char *s, size_t len);
+
+/* Appends the RFC 6901 escape of name[0..len) to a pointer being built in
+ * buf (NUL-terminated, bufsize bytes); cuts it when it does not fit. */
+void http_pointer_append(char *buf, size_t bufsize, const char *name, size_t len);
+
+/* -------------------------------------------------------- http_auth.c */
+
+/* Accepted credentials.  No keys and no JWT key: every request is let in. */
+typedef struct http_auth {
+    unsigned char (*key_hashes)[32]; /* SHA-256 of each accepted API key (owned) */
+    size_t nkeys;
+    char *jwt_secret; /* HS256 (owned, may be NULL) */
+    size_t jwt_secret_len;
+    char *jwt_public_key; /* RS256, PEM (owned, may be NULL) */
+    size_t jwt_public_key_len;
+} http_auth;
+
+/* Parses "sha256:<64 hex digits>".  Returns 0, or CD_ERR_INVALID. */
+int http_auth_parse_hash(const char *text, unsigned char out[32]);
+/* Checks that pem holds a public key.  Returns 0, or CD_ERR_INVALID with
+ * errbuf. */
+int http_auth_check_public_key(const char *pem, size_t len, char *errbuf, size_t errlen);
+int http_auth_enabled(const http_auth *a);
+
+typedef enum http_auth_result {
+    HTTP_AUTH_OK = 0,
+    HTTP_AUTH_MISSING = 1, /* no credential presented */
+    HTTP_AUTH_INVALID = 2, /* a credential that is not accepted */
+} http_auth_result;
+
+/* Checks the credentials a request presents: `api_key` (the X-Api-Key
+ * header) and `authorization` ("Bearer <API key or JWT>"); either may be
+ * NULL.  API keys are hashed and compared in constant time against every
+ * configured hash; a JWT must be signed HS256 with jwt_secret or RS256 with
+ * jwt_public_key (any other alg, "none" included, is refused) and be within
+ * its exp / nbf.  On HTTP_AUTH_INVALID, why says what was wrong (for the
+ * log, not for the client). */
+http_auth_result http_auth_check(const http_auth *a, const char *api_key, const char *authorization,
+                                 char *why, size_t whylen);
+void http_auth_free(http_auth *a);
+
+/* ------------------------------------------------------------ context */
+
+typedef struct http_ctx http_ctx;
+typedef struct http_pending http_pending;
+
+/* One allow-listed topic and the schema its events must match. */
+typedef struct http_topic {
+    char *name;     /* owned */
+    json_t *schema; /* owned reference */
+} http_topic;
+
+/* An event's outcome.  0 while it waits for its delivery report. */
+typedef struct http_event {
+    http_pending *owner;
+    int status;     /* 0 (waiting), 202, 400 or 503 */
+    int field_null; /* 400 about the whole body (bad JSON): "field": null */
+    int32_t partition;
+    int64_t offset;
+    size_t line;    /* NDJSON: 1-based line number */
+    char *event_id; /* owned; NULL when the event never got that far */
+    char *error;    /* owned; the problem, for 400 and 503 */
+    char *field;    /* owned; 400: the JSON pointer of the field at fault */
+} http_event;
+
+enum { HTTP_ON_NONE = 0, HTTP_ON_WAITING = 1, HTTP_ON_DRAINING = 2 };
+
+/* One POST whose answer or delivery reports are outstanding.  Allocated by
+ * the handler with its events inline, on ctx->waiting until answered, then
+ * on ctx->draining until its last delivery report (or freed at once when
+ * none is due).  After destroy(), `ctx` is NULL and the last delivery
+ * report frees it alone. */
+struct http_pending {
+    http_ctx *ctx;
+    cd_http_request *req;      /* the server's until answered; NULL after */
+    const http_topic *topic;   /* valid while req is */
+    int batch;                 /* NDJSON: answered with an array of results */
+    int submitting;            /* still in the handler: do not answer yet */
+    int stop_producing;        /* the producer refused one: produce no later line */
+    uint64_t deadline;         /* loop time of the ack timeout */
+    size_t unsettled;          /* events without an outcome */
+    size_t outstanding;        /* delivery reports still due */
+    http_pending *prev, *next; /* ctx->waiting (answer due) or ctx->draining */
+    int where;                 /* HTTP_ON_NONE, HTTP_ON_WAITING or HTTP_ON_DRAINING */
+    size_t nevents;
+    http_event events[];
+};
+
+/* A list of pendings, oldest first. */
+typedef struct http_list {
+    http_pending *head, *tail;
+    size_t count;
+} http_list;
+
+struct http_ctx {
+    const cd_host *host; /* borrowed: outlives the instance */
+    cd_instance *inst;   /* borrowed */
+    uv_loop_t *loop;     /* borrowed, set by start */
+
+    /* Options, as read in init. */
+    char *listen;
+    http_topic *topics; /* owned, ntopics entries */
+    size_t ntopics;
+    http_pointer key;
+    size_t max_body;
+    size_t max_batch;
+    size_t max_connections;
+    uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+    uint64_t ack_timeout_ms;
+    char retry_after[32]; /* "Retry-After: N" */
+    http_auth auth;
+
+    /* Metrics; owned by the engine, NULL with a host that has none. */
+    cd_metric *m_requests;
+    cd_metric *m_accepted;
+    cd_metric *m_rejected;
+    cd_metric *m_unavailable;
+    cd_metric *m_unauthorized;
+    cd_metric *m_inflight;
+
+    /* Lifecycle. */
+    cd_http_server *server; /* while listening (and closing) */
+    int started;
+    int paused;
+    int stopping;
+    int timer_open;   /* ack_timer is initialised and not yet closed */
+    int stop_closing; /* ack_timer's close (the last step of stop) is under way */
+    cd_done_cb stop_cb;
+    void *stop_opaque;
+    int delivery_failing; /* the last delivery report failed (log once per outage) */
+
+    /* One timer for every ack timeout: all share ack_timeout_ms, so arrival
+     * order is deadline order and the timer only watches the head. */
+    uv_timer_t ack_timer;
+    http_list waiting;  /* unanswered, oldest first */
+    http_list draining; /* answered, delivery reports still due */
+
+    /* Scratch: the record value when an eventId is inserted. */
+    char *scratch;
+    size_t scratch_cap;
+
+    unsigned char random[HTTP_RANDOM_POOL];
+    size_t random_used; /* bytes of `random` already handed out */
+};
+
+/* -------------------------------------------------------- http_conf.c */
+
+/* Reads and checks the options in cfg, loads and checks the schema of
+ * every topic (the only files init reads), and allocates a context into
+ * *out.  Returns 0, or a negative CD_ERR_* with errbuf naming the option
+ * and the reason (*out untouched).  The caller frees *out with
+ * http_conf_destroy(). */
+int http_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cfg, http_ctx **out,
+                     char *errbuf, size_t errlen);
+
+/* Frees the context and what http_conf_create() put in it.  Takes
+ * ownership of ctx.  Only when libuv holds nothing of it (before start, or
+ * after stop completed). */
+void http_conf_destroy(http_ctx *ctx);
+
+/* Index of the allow-listed topic named name, or NULL. */
+const http_topic *http_conf_topic(const http_ctx *ctx, const char *name);
+
+#endif /* CONNECTD_SOURCE_HTTP_H */
