@@ -1,0 +1,770 @@
+/*
+ * sink-dynamodb — writes records to a DynamoDB table: put (batched with
+ * BatchWriteItem, or single conditional PutItem), update (UpdateItem with a
+ * SET expression from a template) and delete (DeleteItem).
+ *
+ * The files of this plugin (sink-file's layout):
+ *   dynamodb.c       the callbacks and the descriptor (this file)
+ *   dynamodb_conf.c  options -> context (init) and back (destroy)
+ *   dynamodb_attr.c  rendered JSON -> AttributeValues (pure, unit tested)
+ *   aws_errors.c     HTTP result -> OK / RETRY / FATAL (shared with other AWS sinks)
+ *   dynamodb.h       the context struct and friends
+ *
+ * The path of one batch:
+ *   ddb_write()         renders each record into its request text and its
+ *                       key identity, numbers the records of each key into
+ *                       rounds (see dynamodb.h)
+ *   ddb_batch_run()     sends one round at a time: BatchWriteItem requests of
+ *                       up to 25 items / 16 MB, or one request per record; the
+ *                       HTTP pool bounds how many are in flight
+ *   ddb_on_response()   classifies the answer (aws_errors.c); UnprocessedItems
+ *                       are answered RETRY, only those records
+ *
+ * Requests are signed by the engine's HTTP client (SigV4, service
+ * "dynamodb") with the engine's credentials chain.
+ */
+#include "dynamodb.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------ config map
+ * Keep README.md's options table in step with this one. */
+static const cd_option ddb_options[] = {
+    {.name = "table", .type = CD_OPT_STRING, .required = 1, .description = "Table name"},
+    {.name = "region",
+     .type = CD_OPT_STRING,
+     .default_value = "eu-west-1",
+     .description = "AWS region for signing and the default endpoint (e.g. \"${AWS_REGION}\")"},
+    {.name = "endpoint",
+     .type = CD_OPT_STRING,
+     .description = "Endpoint URL; default https://dynamodb.<region>.amazonaws.com/"},
+    {.name = "operation",
+     .type = CD_OPT_ENUM,
+     .default_value = "put",
+     .enum_values = "put|update|delete",
+     .description = "put: PutItem/BatchWriteItem of `item`; update: UpdateItem; delete: "
+                    "DeleteItem"},
+    {.name = "item",
+     .type = CD_OPT_JSON,
+     .description = "put: template object rendered into the item (key attributes included)"},
+    {.name = "key",
+     .type = CD_OPT_JSON,
+     .description = "update/delete: template object rendered into the item's key"},
+    {.name = "key_attributes",
+     .type = CD_OPT_STRING_LIST,
+     .description = "put: the table's key attribute names, to keep one key out of a batch twice "
+                    "(default: the Kafka key)"},
+    {.name = "update",
+     .type = CD_OPT_JSON,
+     .description = "update: template object of attribute -> value, sent as SET #a = :a, ..."},
+    {.name = "condition",
+     .type = CD_OPT_STRING,
+     .description = "ConditionExpression, e.g. attribute_not_exists(eventId); a put with one "
+                    "goes as PutItem"},
+    {.name = "condition_names",
+     .type = CD_OPT_JSON,
+     .description = "Object of \"#name\": \"attribute\" for the condition"},
+    {.name = "condition_values",
+     .type = CD_OPT_JSON,
+     .description = "Template object of \":name\": value for the condition"},
+    {.name = "conditional_failed",
+     .type = CD_OPT_ENUM,
+     .default_value = "ok",
+     .enum_values = "ok|fatal",
+     .description = "A failed condition: ok (already applied) or fatal (dead-lettered)"},
+    {.name = "ttl_attribute",
+     .type = CD_OPT_STRING,
+     .description = "Attribute that gets now + ttl_seconds (epoch seconds, type N)"},
+    {.name = "ttl_seconds",
+     .type = CD_OPT_INT,
+     .default_value = "0",
+     .description = "Lifetime written to ttl_attribute, 0 to 10 years in seconds (0: no TTL)"},
+    {.name = "types",
+     .type = CD_OPT_JSON,
+     .description = "Type overrides by attribute path: {\"amount\": \"N\", \"tags\": \"SS\"}"},
+    {.name = "max_in_flight",
+     .type = CD_OPT_INT,
+     .default_value = "16",
+     .has_bounds = 1,
+     .min = 1,
+     .max = 1024,
+     .description = "Requests in flight at once"},
+    {.name = "timeout_ms",
+     .type = CD_OPT_INT,
+     .default_value = "10000",
+     .has_bounds = 1,
+     .min = 100,
+     .max = 600000,
+     .description = "Timeout of one request (a timeout is retried)"},
+    {0},
+};
+
+static const char *const ddb_hdr_batch[] = {"Content-Type: application/x-amz-json-1.0",
+                                            "X-Amz-Target: DynamoDB_20120810.BatchWriteItem", NULL};
+static const char *const ddb_hdr_put[] = {"Content-Type: application/x-amz-json-1.0",
+                                          "X-Amz-Target: DynamoDB_20120810.PutItem", NULL};
+static const char *const ddb_hdr_update[] = {"Content-Type: application/x-amz-json-1.0",
+                                             "X-Amz-Target: DynamoDB_20120810.UpdateItem", NULL};
+static const char *const ddb_hdr_delete[] = {"Content-Type: application/x-amz-json-1.0",
+                                             "X-Amz-Target: DynamoDB_20120810.DeleteItem", NULL};
+
+static void ddb_batch_run(ddb_batch *b);
+
+/* -------------------------------------------------------------- reporting */
+
+static int ddb_key_failed(const ddb_batch *b, const ddb_rec *r) {
+    for (size_t i = 0; i < b->nfailed; i++)
+        if (b->failed_len[i] == r->dkey_len && memcmp(b->failed[i], r->dkey, r->dkey_len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Reports record i once.  The call for the batch's last record may free the
+ * engine's batch: after it, b->batch must not be touched (our own ddb_batch
+ * lives on). */
+static void ddb_report(ddb_batch *b, size_t i, cd_outcome o, int64_t hint, const char *reason) {
+    ddb_rec *r = &b->recs[i];
+    if (r->done) return;
+    r->done = 1;
+    if (o == CD_RECORD_RETRY && r->dkey != NULL && !ddb_key_failed(b, r)) {
+        /* Later records of this key in the batch must not overtake it. */
+        b->failed[b->nfailed] = r->dkey;
+        b->failed_len[b->nfailed++] = r->dkey_len;
+    }
+    if (o == CD_RECORD_RETRY && b->ctx->m_retries) b->ctx->host->metric_add(b->ctx->m_retries, 1);
+    b->remaining--;
+    b->ctx->host->record_done(b->batch, i, o, hint, reason);
+}
+
+/* ------------------------------------------------------------- rendering */
+
+static int ddb_render(ddb_ctx *ctx, const cd_template *t, const cd_record *rec, char *err,
+                      size_t errlen) {
+    ctx->render.len = 0;
+    if (ctx->render.data) ctx->render.data[0] = '\0';
+    return ctx->host->template_render(t, rec, 0, &ctx->render, err, errlen);
+}
+
+typedef struct ddb_expr {
+    ddb_ctx *ctx;
+    ddb_buf *names;  /* members of ExpressionAttributeNames, no braces */
+    ddb_buf *values; /* members of ExpressionAttributeValues, no braces */
+    ddb_buf *set;    /* the SET clause */
+    ddb_buf *dkey;   /* key identity (put with key_attributes) */
+    size_t n;
+    char *err;
+    size_t errlen;
+    int rc;
+} ddb_expr;
+
+static int ddb_comma(ddb_buf *b) {
+    return b->len ? ddb_buf_puts(b, ",") : 0;
+}
+
+/* One member of the update template: "#uN": name, ":uN": value. */
+static int ddb_on_update_member(void *opaque, const char *name, size_t nlen, const char *value,
+                                size_t vlen) {
+    ddb_expr *x = opaque;
+    char path[256], ph[32];
+    snprintf(path, sizeof(path), "%.*s", (int)(nlen - 2), name + 1);
+    snprintf(ph, sizeof(ph), "%zu", x->n++);
+    if (ddb_comma(x->names) < 0 || ddb_buf_puts(x->names, "\"#u") < 0 ||
+        ddb_buf_puts(x->names, ph) < 0 || ddb_buf_puts(x->names, "\":") < 0 ||
+        ddb_buf_append(x->names, name, nlen) < 0 || ddb_comma(x->values) < 0 ||
+        ddb_buf_puts(x->values, "\":u") < 0 || ddb_buf_puts(x->values, ph) < 0 ||
+        ddb_buf_puts(x->values, "\":") < 0)
+        return CD_ERR_NOMEM;
+    char aerr[200];
+    if (ddb_attr_value(value, vlen, path, &x->ctx->types, x->values, aerr, sizeof(aerr)) < 0) {
+        snprintf(x->err, x->errlen, "update: %s", aerr);
+        return CD_ERR_INVALID;
+    }
+    if (ddb_buf_puts(x->set, x->n == 1 ? "SET #u" : ", #u") < 0 || ddb_buf_puts(x->set, ph) < 0 ||
+        ddb_buf_puts(x->set, " = :u") < 0 || ddb_buf_puts(x->set, ph) < 0)
+        return CD_ERR_NOMEM;
+    return 0;
+}
+
+/* One member of condition_values: ":name": value. */
+static int ddb_on_cond_value(void *opaque, const char *name, size_t nlen, const char *value,
+                             size_t vlen) {
+    ddb_expr *x = opaque;
+    char path[256], aerr[200];
+    snprintf(path, sizeof(path), "%.*s", (int)(nlen - 2), name + 1);
+    if (ddb_comma(x->values) < 0 || ddb_buf_append(x->values, name, nlen) < 0 ||
+        ddb_buf_puts(x->values, ":") < 0)
+        return CD_ERR_NOMEM;
+    if (ddb_attr_value(value, vlen, path, &x->ctx->types, x->values, aerr, sizeof(aerr)) < 0) {
+        snprintf(x->err, x->errlen, "condition_values: %s", aerr);
+        return CD_ERR_INVALID;
+    }
+    return 0;
+}
+
+/* Collects the key attributes of a rendered item into the key identity. */
+static int ddb_on_key_member(void *opaque, const char *name, size_t nlen, const char *value,
+                             size_t vlen) {
+    ddb_expr *x = opaque;
+    for (size_t i = 0; i < x->ctx->nkey_attrs; i++) {
+        const char *a = x->ctx->key_attrs[i];
+        if (strlen(a) == nlen - 2 && memcmp(a, name + 1, nlen - 2) == 0) {
+            if (ddb_buf_append(x->dkey, name, nlen) < 0 || ddb_buf_puts(x->dkey, "=") < 0 ||
+                ddb_buf_append(x->dkey, value, vlen) < 0 || ddb_buf_puts(x->dkey, "\x1f") < 0)
+                return CD_ERR_NOMEM;
+        }
+    }
+    return 0;
+}
+
+static char *ddb_strndup(const char *s, size_t n) {
+    char *p = malloc(n + 1);
+    if (p == NULL) return NULL;
+    if (n) memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* Renders record `rec` into r->body and r->dkey.  Returns 0, or negative
+ * with err (the record is then FATAL). */
+static int ddb_prepare(ddb_ctx *ctx, ddb_rec *r, size_t idx, const cd_record *rec, char *err,
+                       size_t errlen) {
+    ddb_buf body = {0}, names = {0}, values = {0}, set = {0}, dkey = {0};
+    ddb_expr x = {.ctx = ctx,
+                  .names = &names,
+                  .values = &values,
+                  .set = &set,
+                  .dkey = &dkey,
+                  .err = err,
+                  .errlen = errlen};
+    char ttl[160] = "", aerr[256];
+    int rc = CD_ERR_INVALID;
+    if (ctx->ttl_attr != NULL) {
+        long long at = (long long)time(NULL) + (long long)ctx->ttl_seconds;
+        if (ctx->op == DDB_OP_PUT) {
+            ddb_buf t = {0};
+            if (ddb_buf_json_string(&t, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0) goto nomem;
+            snprintf(ttl, sizeof(ttl), "%s:{\"N\":\"%lld\"}", t.data, at);
+            ddb_buf_free(&t);
+        } else {
+            snprintf(ttl, sizeof(ttl), "\":ttl\":{\"N\":\"%lld\"}", at);
+        }
+    }
+    ctx->tmp.len = 0;
+    if (ctx->op == DDB_OP_PUT) {
+        if (ddb_render(ctx, ctx->t_item, rec, err, errlen) < 0) goto out;
+        if (ddb_attr_map(ctx->render.data, ctx->render.len, &ctx->types, ttl[0] ? ttl : NULL,
+                         &ctx->tmp, aerr, sizeof(aerr)) < 0) {
+            snprintf(err, errlen, "item: %s", aerr);
+            goto out;
+        }
+        if (ctx->nkey_attrs > 0 && (rc = ddb_json_members(ctx->render.data, ctx->render.len,
+                                                          ddb_on_key_member, &x, err, errlen)) != 0)
+            goto out;
+        rc = CD_ERR_INVALID;
+    } else {
+        if (ddb_render(ctx, ctx->t_key, rec, err, errlen) < 0) goto out;
+        if (ddb_attr_map(ctx->render.data, ctx->render.len, &ctx->types, NULL, &ctx->tmp, aerr,
+                         sizeof(aerr)) < 0) {
+            snprintf(err, errlen, "key: %s", aerr);
+            goto out;
+        }
+        if (ddb_buf_append(&dkey, ctx->tmp.data, ctx->tmp.len) < 0) goto nomem;
+        if (ctx->op == DDB_OP_UPDATE) {
+            if (ddb_render(ctx, ctx->t_update, rec, err, errlen) < 0) goto out;
+            if ((rc = ddb_json_members(ctx->render.data, ctx->render.len, ddb_on_update_member, &x,
+                                       err, errlen)) != 0)
+                goto out;
+            rc = CD_ERR_INVALID;
+            if (ttl[0]) {
+                if (ddb_comma(&names) < 0 || ddb_buf_puts(&names, "\"#ttl\":") < 0 ||
+                    ddb_buf_json_string(&names, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0 ||
+                    ddb_comma(&values) < 0 || ddb_buf_puts(&values, ttl) < 0 ||
+                    ddb_buf_puts(&set, set.len ? ", #ttl = :ttl" : "SET #ttl = :ttl") < 0)
+                    goto nomem;
+            }
+        }
+    }
+    if (ctx->t_cond_values != NULL) {
+        if (ddb_render(ctx, ctx->t_cond_values, rec, err, errlen) < 0) goto out;
+        if ((rc = ddb_json_members(ctx->render.data, ctx->render.len, ddb_on_cond_value, &x, err,
+                                   errlen)) != 0)
+            goto out;
+        rc = CD_ERR_INVALID;
+    }
+    if (ctx->cond_names != NULL) {
+        /* The static names object without its braces. */
+        size_t n = strlen(ctx->cond_names);
+        if (ddb_comma(&names) < 0 || ddb_buf_append(&names, ctx->cond_names + 1, n - 2) < 0)
+            goto nomem;
+    }
+
+    if (ctx->batched) {
+        if (ddb_buf_puts(&body, "{\"PutRequest\":{\"Item\":") < 0 ||
+            ddb_buf_append(&body, ctx->tmp.data, ctx->tmp.len) < 0 || ddb_buf_puts(&body, "}}") < 0)
+            goto nomem;
+    } else {
+        if (ddb_buf_puts(&body, "{\"TableName\":") < 0 ||
+            ddb_buf_json_string(&body, ctx->table, strlen(ctx->table)) < 0 ||
+            ddb_buf_puts(&body, ctx->op == DDB_OP_PUT ? ",\"Item\":" : ",\"Key\":") < 0 ||
+            ddb_buf_append(&body, ctx->tmp.data, ctx->tmp.len) < 0)
+            goto nomem;
+        if (set.len && (ddb_buf_puts(&body, ",\"UpdateExpression\":") < 0 ||
+                        ddb_buf_json_string(&body, set.data, set.len) < 0))
+            goto nomem;
+        if (ctx->condition &&
+            (ddb_buf_puts(&body, ",\"ConditionExpression\":") < 0 ||
+             ddb_buf_json_string(&body, ctx->condition, strlen(ctx->condition)) < 0))
+            goto nomem;
+        if (names.len &&
+            (ddb_buf_puts(&body, ",\"ExpressionAttributeNames\":{") < 0 ||
+             ddb_buf_append(&body, names.data, names.len) < 0 || ddb_buf_puts(&body, "}") < 0))
+            goto nomem;
+        if (values.len &&
+            (ddb_buf_puts(&body, ",\"ExpressionAttributeValues\":{") < 0 ||
+             ddb_buf_append(&body, values.data, values.len) < 0 || ddb_buf_puts(&body, "}") < 0))
+            goto nomem;
+        if (ddb_buf_puts(&body, "}") < 0) goto nomem;
+    }
+    if (ctx->op == DDB_OP_PUT && ctx->nkey_attrs == 0) {
+        /* Without key_attributes the Kafka key stands for the item's key;
+         * a record without one is its own key. */
+        char own[40];
+        if (rec->key != NULL) {
+            if (ddb_buf_puts(&dkey, "k:") < 0 || ddb_buf_append(&dkey, rec->key, rec->key_len) < 0)
+                goto nomem;
+        } else {
+            snprintf(own, sizeof(own), "r:%zu", idx);
+            if (ddb_buf_puts(&dkey, own) < 0) goto nomem;
+        }
+    }
+    r->dkey = ddb_strndup(dkey.data ? dkey.data : "", dkey.len);
+    r->dkey_len = dkey.len;
+    r->body = body.data;
+    r->body_len = body.len;
+    body = (ddb_buf){0};
+    rc = r->dkey ? 0 : CD_ERR_NOMEM;
+    if (rc < 0) snprintf(err, errlen, "out of memory");
+    goto out;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    rc = CD_ERR_NOMEM;
+out:
+    ddb_buf_free(&body);
+    ddb_buf_free(&names);
+    ddb_buf_free(&values);
+    ddb_buf_free(&set);
+    ddb_buf_free(&dkey);
+    return rc;
+}
+
+/* Numbers each record's round: the n-th record of a key is in round n. */
+static int ddb_number_rounds(ddb_batch *b) {
+    size_t cap = 16;
+    while (cap < b->count * 2)
+        cap *= 2;
+    size_t *slots = malloc(cap * sizeof(*slots)); /* index + 1 of the key's latest record */
+    if (slots == NULL) return CD_ERR_NOMEM;
+    memset(slots, 0, cap * sizeof(*slots));
+    for (size_t i = 0; i < b->count; i++) {
+        ddb_rec *r = &b->recs[i];
+        if (r->done) continue;
+        uint64_t h = 1469598103934665603ULL;
+        for (size_t k = 0; k < r->dkey_len; k++)
+            h = (h ^ (unsigned char)r->dkey[k]) * 1099511628211ULL;
+        size_t s = (size_t)h & (cap - 1);
+        for (;; s = (s + 1) & (cap - 1)) {
+            if (slots[s] == 0) {
+                r->round = 0;
+                slots[s] = i + 1;
+                break;
+            }
+            ddb_rec *o = &b->recs[slots[s] - 1];
+            if (o->dkey_len == r->dkey_len && memcmp(o->dkey, r->dkey, r->dkey_len) == 0) {
+                r->round = o->round + 1;
+                slots[s] = i + 1;
+                break;
+            }
+        }
+        if (r->round + 1 > b->nrounds) b->nrounds = r->round + 1;
+    }
+    free(slots);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void ddb_req_free(ddb_req *q) {
+    free(q->idx);
+    ddb_buf_free(&q->body);
+    free(q);
+}
+
+/* Finds the records of q that are in the response's UnprocessedItems. */
+static void ddb_unprocessed(ddb_req *q, const cd_http_result *res, char *flags) {
+    ddb_ctx *ctx = q->b->ctx;
+    json_t *j = json_loadb(res->body, res->body_len, 0, NULL);
+    json_t *list = json_object_get(json_object_get(j, "UnprocessedItems"), ctx->table);
+    size_t n = json_array_size(list);
+    for (size_t u = 0; u < n; u++) {
+        json_t *want = json_array_get(list, u);
+        for (size_t k = 0; k < q->n; k++) {
+            if (flags[k]) continue;
+            ddb_rec *r = &q->b->recs[q->idx[k]];
+            json_t *mine = json_loadb(r->body, r->body_len, 0, NULL);
+            int eq = json_equal(mine, want);
+            json_decref(mine);
+            if (eq) {
+                flags[k] = 1;
+                break;
+            }
+        }
+    }
+    json_decref(j);
+}
+
+static void ddb_req_send(ddb_batch *b, ddb_req *q);
+static ddb_req *ddb_req_new(ddb_batch *b, size_t max);
+
+/* Sends record i alone in a BatchWriteItem. */
+static void ddb_send_single_batch(ddb_batch *b, size_t i) {
+    ddb_ctx *ctx = b->ctx;
+    ddb_rec *r = &b->recs[i];
+    ddb_req *q = ddb_req_new(b, 1);
+    if (q == NULL || ddb_buf_puts(&q->body, "{\"RequestItems\":{") < 0 ||
+        ddb_buf_json_string(&q->body, ctx->table, strlen(ctx->table)) < 0 ||
+        ddb_buf_puts(&q->body, ":[") < 0 || ddb_buf_append(&q->body, r->body, r->body_len) < 0 ||
+        ddb_buf_puts(&q->body, "]}}") < 0) {
+        if (q) ddb_req_free(q);
+        ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
+        return;
+    }
+    q->idx[q->n++] = i;
+    ddb_req_send(b, q);
+}
+
+static void ddb_on_response(void *opaque, const cd_http_result *res) {
+    ddb_req *q = opaque;
+    ddb_batch *b = q->b;
+    ddb_ctx *ctx = b->ctx;
+    aws_error e;
+    cd_outcome o = aws_error_classify(res, &e);
+    if (ctx->m_requests) ctx->host->metric_add(ctx->m_requests, 1);
+    if (o == CD_RECORD_FATAL && aws_error_is(&e, "ConditionalCheckFailedException") &&
+        ctx->cond_failed_ok)
+        o = CD_RECORD_OK;
+    if (o == CD_RECORD_OK && ctx->batched && strstr(res->body, "PutRequest") != NULL) {
+        char *flags = calloc(q->n, 1);
+        if (flags != NULL) {
+            ddb_unprocessed(q, res, flags);
+            for (size_t k = 0; k < q->n; k++) {
+                if (!flags[k]) continue;
+                if (ctx->m_unprocessed) ctx->host->metric_add(ctx->m_unprocessed, 1);
+                ddb_report(b, q->idx[k], CD_RECORD_RETRY, 0,
+                           "UnprocessedItems: DynamoDB did not process the item");
+            }
+            free(flags);
+        }
+    }
+    if (o == CD_RECORD_FATAL && ctx->batched && q->n > 1) {
+        /* DynamoDB refuses a whole BatchWriteItem for one bad item: send
+         * each item alone, so only the bad one is dead-lettered. */
+        for (size_t k = 0; k < q->n; k++)
+            ddb_send_single_batch(b, q->idx[k]);
+        ddb_req_free(q);
+        if (--b->requests == 0) {
+            b->round++;
+            ddb_batch_run(b);
+        }
+        return;
+    }
+    if (o != CD_RECORD_OK && ctx->host->log_enabled(ctx->inst, CD_LOG_DEBUG))
+        ctx->host->log(ctx->inst, CD_LOG_DEBUG, "%zu record(s): %s (%s)", q->n, e.reason,
+                       o == CD_RECORD_RETRY ? "retry" : "fatal");
+    for (size_t k = 0; k < q->n; k++)
+        ddb_report(b, q->idx[k], o, e.retry_after_ms, o == CD_RECORD_OK ? NULL : e.reason);
+    ddb_req_free(q);
+    if (--b->requests == 0) {
+        b->round++;
+        ddb_batch_run(b);
+    }
+}
+
+static void ddb_req_send(ddb_batch *b, ddb_req *q) {
+    ddb_ctx *ctx = b->ctx;
+    const char *const *hdrs = ctx->batched               ? ddb_hdr_batch
+                              : ctx->op == DDB_OP_PUT    ? ddb_hdr_put
+                              : ctx->op == DDB_OP_UPDATE ? ddb_hdr_update
+                                                         : ddb_hdr_delete;
+    cd_http_call call = {
+        .method = "POST",
+        .url = ctx->url,
+        .headers = hdrs,
+        .body = q->body.data,
+        .body_len = q->body.len,
+        .timeout_ms = ctx->timeout_ms,
+        .aws_service = "dynamodb",
+        .aws_region = ctx->region,
+    };
+    char err[256];
+    int rc = ctx->host->http_call(ctx->pool, &call, ddb_on_response, q, err, sizeof(err));
+    if (rc == 0) {
+        b->requests++;
+        return;
+    }
+    /* Credentials not there yet, or the engine shutting down: try later. */
+    cd_outcome o = rc == CD_ERR_BUSY ? CD_RECORD_RETRY : CD_RECORD_FATAL;
+    for (size_t k = 0; k < q->n; k++)
+        ddb_report(b, q->idx[k], o, o == CD_RECORD_RETRY ? 1000 : 0, err);
+    ddb_req_free(q);
+}
+
+static ddb_req *ddb_req_new(ddb_batch *b, size_t max) {
+    ddb_req *q = calloc(1, sizeof(*q));
+    if (q == NULL || (q->idx = malloc(max * sizeof(size_t))) == NULL) {
+        free(q);
+        return NULL;
+    }
+    q->b = b;
+    return q;
+}
+
+/* Sends the records of the current round. */
+static void ddb_send_round(ddb_batch *b) {
+    ddb_ctx *ctx = b->ctx;
+    ddb_req *q = NULL;
+    for (size_t i = 0; i < b->count; i++) {
+        ddb_rec *r = &b->recs[i];
+        if (r->done || r->round != b->round) continue;
+        if (ddb_key_failed(b, r)) {
+            ddb_report(b, i, CD_RECORD_RETRY, 0, "an earlier record of this key is retried");
+            continue;
+        }
+        if (!ctx->batched) {
+            q = ddb_req_new(b, 1);
+            if (q == NULL || ddb_buf_append(&q->body, r->body, r->body_len) < 0) {
+                if (q) ddb_req_free(q);
+                ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
+                continue;
+            }
+            q->idx[q->n++] = i;
+            ddb_req_send(b, q);
+            q = NULL;
+            continue;
+        }
+        if (q != NULL &&
+            (q->n == DDB_BATCH_MAX_ITEMS || q->body.len + r->body_len + 4 > DDB_BATCH_MAX_BYTES)) {
+            ddb_buf_puts(&q->body, "]}}");
+            ddb_req_send(b, q);
+            q = NULL;
+        }
+        if (q == NULL) {
+            q = ddb_req_new(b, DDB_BATCH_MAX_ITEMS);
+            if (q == NULL || ddb_buf_puts(&q->body, "{\"RequestItems\":{") < 0 ||
+                ddb_buf_json_string(&q->body, ctx->table, strlen(ctx->table)) < 0 ||
+                ddb_buf_puts(&q->body, ":[") < 0) {
+                if (q) ddb_req_free(q);
+                q = NULL;
+                ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
+                continue;
+            }
+        }
+        if ((q->n > 0 && ddb_buf_puts(&q->body, ",") < 0) ||
+            ddb_buf_append(&q->body, r->body, r->body_len) < 0) {
+            ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
+            continue;
+        }
+        q->idx[q->n++] = i;
+    }
+    if (q != NULL) {
+        if (q->n == 0 || ddb_buf_puts(&q->body, "]}}") < 0) {
+            for (size_t k = 0; k < q->n; k++)
+                ddb_report(b, q->idx[k], CD_RECORD_RETRY, 0, "out of memory");
+            ddb_req_free(q);
+        } else {
+            ddb_req_send(b, q);
+        }
+    }
+}
+
+/* ----------------------------------------------------------------- batches */
+
+static void ddb_stop_closed(uv_handle_t *h) {
+    ddb_ctx *ctx = ddb_container_of((uv_timer_t *)h, ddb_ctx, stop_timer);
+    ctx->started = 0;
+    cd_done_cb cb = ctx->stop_cb;
+    void *opaque = ctx->stop_opaque;
+    if (cb) cb(opaque, 0);
+}
+
+/* Nothing is in flight any more: free the pool (before the engine closes
+ * its client) and call stop's callback from the timer's close callback. */
+static void ddb_stop_finish(ddb_ctx *ctx) {
+    if (ctx->pool) {
+        ctx->host->http_pool_free(ctx->pool);
+        ctx->pool = NULL;
+    }
+    uv_close((uv_handle_t *)&ctx->stop_timer, ddb_stop_closed);
+}
+
+static void ddb_batch_free(ddb_batch *b) {
+    for (size_t i = 0; i < b->count; i++) {
+        free(b->recs[i].body);
+        free(b->recs[i].dkey);
+    }
+    free(b->recs);
+    free(b->failed);
+    free(b->failed_len);
+    free(b);
+}
+
+static void ddb_batch_run(ddb_batch *b) {
+    ddb_ctx *ctx = b->ctx;
+    while (b->round < b->nrounds) {
+        ddb_send_round(b);
+        if (b->requests > 0) return;
+        b->round++;
+    }
+    /* Every record has been reported by now. */
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        ctx->batches = b->next;
+    if (b->next) b->next->prev = b->prev;
+    ddb_batch_free(b);
+    if (ctx->stopping && ctx->batches == NULL && ctx->pool != NULL) ddb_stop_finish(ctx);
+}
+
+static int ddb_write(void *opaque, cd_batch *batch) {
+    ddb_ctx *ctx = opaque;
+    if (!ctx->started || ctx->stopping) return CD_ERR_BUSY;
+    size_t count = batch->count; /* the last record_done may free batch */
+    ddb_batch *b = calloc(1, sizeof(*b));
+    if (b == NULL) return CD_ERR_NOMEM;
+    b->recs = calloc(count ? count : 1, sizeof(*b->recs));
+    b->failed = calloc(count ? count : 1, sizeof(char *));
+    b->failed_len = calloc(count ? count : 1, sizeof(size_t));
+    if (b->recs == NULL || b->failed == NULL || b->failed_len == NULL) {
+        ddb_batch_free(b);
+        return CD_ERR_NOMEM;
+    }
+    b->ctx = ctx;
+    b->batch = batch;
+    b->count = count;
+    b->remaining = count;
+    b->next = ctx->batches;
+    if (ctx->batches) ctx->batches->prev = b;
+    ctx->batches = b;
+
+    char err[512];
+    for (size_t i = 0; i < count; i++) {
+        if (ddb_prepare(ctx, &b->recs[i], i, &batch->records[i], err, sizeof(err)) < 0)
+            ddb_report(b, i, CD_RECORD_FATAL, 0, err);
+    }
+    if (ddb_number_rounds(b) < 0) {
+        for (size_t i = 0; i < count; i++)
+            ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
+    }
+    ddb_batch_run(b);
+    return 0;
+}
+
+/* -------------------------------------------------------------- lifecycle */
+
+static int ddb_init(const cd_host *host, cd_instance *inst, const cd_config *cfg, void **out,
+                    char *errbuf, size_t errlen) {
+    if (!CD_HOST_HAS(host, aws_credentials_check) || !CD_HOST_HAS(host, template_compile)) {
+        snprintf(errbuf, errlen, "the engine lacks the HTTP client or templates (ABI >= 1.3)");
+        return CD_ERR_UNSUPPORTED;
+    }
+    ddb_ctx *ctx = NULL;
+    int rc = ddb_conf_create(host, inst, cfg, &ctx, errbuf, errlen);
+    if (rc < 0) return rc;
+    ctx->m_requests = host->metric_register(inst, CD_METRIC_COUNTER, "dynamodb_requests_total",
+                                            "DynamoDB requests answered");
+    ctx->m_unprocessed =
+        host->metric_register(inst, CD_METRIC_COUNTER, "dynamodb_unprocessed_items_total",
+                              "Items returned in UnprocessedItems (retried)");
+    ctx->m_retries = host->metric_register(inst, CD_METRIC_COUNTER, "dynamodb_retries_total",
+                                           "Records answered RETRY");
+    *out = ctx;
+    return 0;
+}
+
+static int ddb_start(void *opaque, char *errbuf, size_t errlen) {
+    ddb_ctx *ctx = opaque;
+    if (ctx->host->aws_credentials_check(ctx->inst, errbuf, errlen) < 0) return CD_ERR_INVALID;
+    ctx->pool = ctx->host->http_pool_new(ctx->inst, ctx->max_in_flight, errbuf, errlen);
+    if (ctx->pool == NULL) return CD_ERR_IO;
+    int rc = uv_timer_init(ctx->host->loop(ctx->inst), &ctx->stop_timer);
+    if (rc < 0) {
+        snprintf(errbuf, errlen, "uv_timer_init: %s", uv_strerror(rc));
+        ctx->host->http_pool_free(ctx->pool);
+        ctx->pool = NULL;
+        return CD_ERR_IO;
+    }
+    ctx->started = 1;
+    ctx->host->log(ctx->inst, CD_LOG_INFO, "table %s via %s (%s, %s)", ctx->table, ctx->url,
+                   ctx->region,
+                   ctx->batched               ? "BatchWriteItem"
+                   : ctx->op == DDB_OP_PUT    ? "PutItem"
+                   : ctx->op == DDB_OP_UPDATE ? "UpdateItem"
+                                              : "DeleteItem");
+    return 0;
+}
+
+/* stop: take no new batches, let the ones in flight be answered, free the
+ * pool, then call cb once (from the loop). */
+static int ddb_stop(void *opaque, cd_done_cb cb, void *cb_opaque) {
+    ddb_ctx *ctx = opaque;
+    if (!ctx->started) return CD_ERR_INVALID;
+    if (ctx->stopping) return CD_ERR_BUSY;
+    ctx->stopping = 1;
+    ctx->stop_cb = cb;
+    ctx->stop_opaque = cb_opaque;
+    if (ctx->batches == NULL) ddb_stop_finish(ctx);
+    return 0;
+}
+
+static void ddb_destroy(void *opaque) {
+    ddb_ctx *ctx = opaque;
+    if (ctx == NULL) return;
+    if (ctx->started) {
+        ctx->host->log(ctx->inst, CD_LOG_ERROR, "destroy called before stop completed; leaking");
+        return;
+    }
+    while (ctx->batches != NULL) {
+        ddb_batch *b = ctx->batches;
+        ctx->batches = b->next;
+        ddb_batch_free(b);
+    }
+    ddb_conf_destroy(ctx);
+}
+
+/* ------------------------------------------------------------- descriptor */
+static const cd_sink_ops ddb_sink_ops = {
+    .init = ddb_init,
+    .start = ddb_start,
+    .write = ddb_write,
+    .flush = NULL, /* every record is reported; nothing to complete */
+    .stop = ddb_stop,
+    .destroy = ddb_destroy,
+};
+
+static const cd_plugin_desc ddb_plugin_desc = {
+    .abi_version = CD_ABI_VERSION,
+    .struct_size = sizeof(cd_plugin_desc),
+    .name = "dynamodb",
+    .version = "1.0.0",
+    .description = "Writes records to a DynamoDB table: batched puts, updates, deletes, "
+                   "conditional writes, TTL",
+    .kind = CD_PLUGIN_SINK,
+    .options = ddb_options,
+    .sink = &ddb_sink_ops,
+};
+
+CD_PLUGIN_DEFINE(&ddb_plugin_desc)
