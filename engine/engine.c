@@ -136,6 +136,7 @@ static void engine_producer_closed(kafka_producer *p) {
 static void engine_close_all(engine *e) {
     admin_close(e);
     host_http_shutdown(e);
+    host_redis_shutdown(e);
     uv_timer_stop(&e->grace_timer);
     uv_close((uv_handle_t *)&e->grace_timer, engine_handle_closed);
     uv_close((uv_handle_t *)&e->sig_term, engine_handle_closed);

@@ -41,6 +41,7 @@ struct engine {
     int creds_state;         /* 0 not started, 1 fetching, 2 ready, -1 failed */
     char creds_error[512];
     struct host_pool *pools; /* plugins' HTTP pools, invalidated at close */
+    struct redis *redis;     /* started on first use from conf->redis_url */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t grace_timer;
     int stopping;
@@ -57,6 +58,8 @@ void instance_release(cd_instance *inst);
 
 /* Closes the HTTP client and AWS credentials (after the pipelines stopped). */
 void host_http_shutdown(engine *e);
+/* Closes the Redis client (after the pipelines stopped). */
+void host_redis_shutdown(engine *e);
 
 /* The shared producer, started on first use.  Returns NULL with errbuf. */
 kafka_producer *engine_producer(engine *e, char *errbuf, size_t errlen);

@@ -7,6 +7,7 @@
 #include "awscreds.h"
 #include "httpc.h"
 #include "httpd.h"
+#include "redis.h"
 #include "template.h"
 #include "log.h"
 #include "pipeline.h"
@@ -410,6 +411,67 @@ void host_http_shutdown(engine *e) {
         host_creds_closed(e);
 }
 
+/* ------------------------------------------------------------- Redis (1.4) */
+_Static_assert(sizeof(cd_redis_reply) == sizeof(redis_reply) &&
+                   offsetof(cd_redis_reply, type) == offsetof(redis_reply, type) &&
+                   offsetof(cd_redis_reply, str) == offsetof(redis_reply, str) &&
+                   offsetof(cd_redis_reply, element) == offsetof(redis_reply, element) &&
+                   (int)CD_REDIS_ERROR == (int)REDIS_T_ERROR &&
+                   (int)CD_REDIS_ARRAY == (int)REDIS_T_ARRAY,
+               "cd_redis_reply and redis_reply must match");
+
+typedef struct host_redis_call {
+    cd_redis_cb cb;
+    void *opaque;
+} host_redis_call;
+
+static void host_redis_done(void *opaque, const redis_reply *reply) {
+    host_redis_call *c = opaque;
+    c->cb(c->opaque, (const cd_redis_reply *)(const void *)reply);
+    free(c);
+}
+
+static int host_redis_command(cd_instance *inst, cd_redis_cb cb, void *opaque, int argc,
+                              const char **argv, const size_t *argvlen, char *errbuf,
+                              size_t errlen) {
+    engine *e = inst->eng;
+    if (!e->redis) {
+        if (!e->conf->redis_url) {
+            snprintf(errbuf, errlen, "no redis_url in the engine config");
+            return CD_ERR_UNSUPPORTED;
+        }
+        if (redis_new(&e->redis, e->loop, e->conf->redis_url, errbuf, errlen) < 0) {
+            e->redis = NULL;
+            return CD_ERR_INVALID;
+        }
+    }
+    host_redis_call *c = malloc(sizeof(*c));
+    if (!c) {
+        snprintf(errbuf, errlen, "out of memory");
+        return CD_ERR_NOMEM;
+    }
+    c->cb = cb;
+    c->opaque = opaque;
+    int r = redis_command_argv(e->redis, host_redis_done, c, argc, argv, argvlen);
+    if (r < 0) {
+        free(c);
+        snprintf(errbuf, errlen, "redis %s: %s", e->conf->redis_url,
+                 r == REDIS_E_DISCONNECTED ? "not connected" : "command refused");
+    }
+    return r;
+}
+
+static void host_redis_closed(void *opaque) {
+    (void)opaque;
+}
+
+void host_redis_shutdown(engine *e) {
+    if (e->redis) {
+        redis_close(e->redis, host_redis_closed, NULL);
+        e->redis = NULL;
+    }
+}
+
 const cd_host engine_host = {
     .abi_version = CD_ABI_VERSION,
     .struct_size = sizeof(cd_host),
@@ -450,4 +512,5 @@ const cd_host engine_host = {
     .http_pool_free = host_http_pool_free,
     .http_call = host_http_call,
     .aws_credentials_check = host_aws_credentials_check,
+    .redis_command = host_redis_command,
 };

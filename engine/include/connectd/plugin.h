@@ -36,7 +36,7 @@ extern "C" {
 /* ABI version: major in the high 16 bits, minor in the low 16 bits.  A
  * minor bump only appends fields/functions; a major bump breaks layout. */
 #define CD_ABI_VERSION_MAJOR 1
-#define CD_ABI_VERSION_MINOR 3
+#define CD_ABI_VERSION_MINOR 4
 #define CD_ABI_VERSION       ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
 #define CD_ABI_MAJOR(v)      ((uint32_t)(v) >> 16)
 
@@ -218,6 +218,33 @@ typedef struct cd_http_result {
 
 typedef void (*cd_http_result_cb)(void *opaque, const cd_http_result *res);
 
+/* -------------------------------------------------------------------- Redis
+ * The engine's Redis client (engine config redis_url), shared by every
+ * plugin: commands on the loop, reconnecting in the background.  While no
+ * connection is up a command fails at once (never queued across an
+ * outage), so a plugin can decide between RETRY and going on. */
+typedef enum cd_redis_type {
+    CD_REDIS_NIL = 0,
+    CD_REDIS_STATUS,  /* +OK: str/len */
+    CD_REDIS_STRING,  /* bulk string: str/len, binary-safe, NUL-terminated */
+    CD_REDIS_INTEGER, /* integer */
+    CD_REDIS_ARRAY,   /* elements/element */
+    CD_REDIS_ERROR,   /* error reply (error 0) or no answer (error < 0): str says why */
+} cd_redis_type;
+
+/* Valid only during the callback. */
+typedef struct cd_redis_reply {
+    int error; /* 0 when the server answered; negative when no answer came */
+    cd_redis_type type;
+    long long integer;
+    const char *str;
+    size_t len;
+    size_t elements;
+    const struct cd_redis_reply *element;
+} cd_redis_reply;
+
+typedef void (*cd_redis_cb)(void *opaque, const cd_redis_reply *reply);
+
 /* -------------------------------------------------------------- host table */
 typedef struct cd_instance cd_instance; /* one configured sink/source (opaque) */
 typedef struct cd_metric cd_metric;     /* a registered counter/gauge (opaque) */
@@ -344,6 +371,13 @@ typedef struct cd_host {
      * naming what was tried when there are none.  AWS sinks call it in
      * start, so a missing role fails at start-up, not at the first write. */
     int (*aws_credentials_check)(cd_instance *inst, char *errbuf, size_t errlen);
+
+    /* ABI 1.4: Redis.  One command of argc arguments (argvlen NULL: C
+     * strings).  Returns 0 and calls cb exactly once from the loop, or
+     * negative with errbuf and never calls cb: CD_ERR_UNSUPPORTED (no
+     * redis_url configured), a disconnected server, CD_ERR_BUSY. */
+    int (*redis_command)(cd_instance *inst, cd_redis_cb cb, void *opaque, int argc,
+                         const char **argv, const size_t *argvlen, char *errbuf, size_t errlen);
 } cd_host;
 
 /* True when the engine's host table carries member `field`. */
