@@ -10,6 +10,7 @@
 #include "engine.h"
 
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,6 +31,9 @@ static const char *config_arg(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* A peer that closes a socket we still write to must be an EPIPE on
+     * that write (handled by its owner), not the end of the process. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) return usage(stderr);
     const char *cmd = argv[1];
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
