@@ -24,6 +24,12 @@ Environment:
   BENCH_PERF        1: also run the engine once under `perf record` (DWARF call
                     graphs) and write bench/results/perf-file.txt (that run
                     is not part of the table)
+  BENCH_ONLY        comma-separated subset of consume,dynamodb,ingest (default: all)
+  BENCH_DDB_PIPELINE   a JSON object merged into the sink-dynamodb pipeline
+  BENCH_HTTP_PIPELINE  a JSON object merged into the source-http pipeline, e.g.
+                    '{"source": {"max_connections": 1000}}'
+  BENCH_IGNORE_SIGPIPE  1: run the engine with SIGPIPE ignored (connectd does
+                    not ignore it, and dies when it answers a closed connection)
 """
 import json
 import os
@@ -54,6 +60,9 @@ PARTITIONS = 3
 VALUE_BYTES = 300
 POLL_S = 0.01
 STALL_S = 60.0  # no progress for this long is an error
+# connectd does not ignore SIGPIPE (found by the HTTP ingest scenarios): 1 runs
+# it with SIGPIPE ignored (inherited from this process), and says so.
+IGNORE_SIGPIPE = os.environ.get("BENCH_IGNORE_SIGPIPE") == "1"
 
 
 class BenchError(Exception):
@@ -190,8 +199,14 @@ class Usage:
 def rusage_helper():
     """build/bench/bench-rusage (built by CMake with the rest); compiled here
     with cc when it is missing or older than its source."""
-    exe = BUILD / "bench" / "bench-rusage"
-    src = BENCH / "rusage.c"
+    return helper("bench-rusage", "rusage.c")
+
+
+def helper(name, source):
+    """build/bench/<name> from bench/<source>, compiled with cc when it is
+    missing or older than its source (CMake builds it too)."""
+    exe = BUILD / "bench" / name
+    src = BENCH / source
     if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
         exe.parent.mkdir(parents=True, exist_ok=True)
         p = subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", str(exe), str(src)],
@@ -399,9 +414,11 @@ class Engine:
         with open(self.log, "wb") as logf:
             self.t0_wall = time.time()
             self.t0 = time.monotonic()
+            # Python ignores SIGPIPE; with restore_signals=False the engine
+            # inherits that (BENCH_IGNORE_SIGPIPE=1, see bench/README.md).
             self.proc = subprocess.Popen(measured(cmd, self.rufile), stdout=logf,
                                          stderr=subprocess.STDOUT, cwd=self.work,
-                                         env=self.env)
+                                         env=self.env, restore_signals=not IGNORE_SIGPIPE)
         return self
 
     def elapsed(self):
@@ -416,6 +433,10 @@ class Engine:
 
     def check_alive(self, what):
         if self.proc.poll() is not None:
+            if self.proc.returncode == 128 + signal.SIGPIPE:
+                raise BenchError(f"connectd was killed by SIGPIPE {what} (it wrote to a "
+                                 f"connection its client had closed; BENCH_IGNORE_SIGPIPE=1 runs "
+                                 f"it with SIGPIPE ignored), work dir {self.work}")
             raise BenchError(f"connectd exited ({self.proc.returncode}) {what}:\n{self.tail()}")
 
     def tail(self):
@@ -438,6 +459,10 @@ class Engine:
             raise BenchError(f"connectd did not exit within {timeout}s of SIGTERM:\n"
                              f"{self.tail()}")
         usage = read_usage(self.proc, self.rufile)
+        if usage.status == 128 + signal.SIGPIPE:
+            raise BenchError(f"connectd was killed by SIGPIPE (it wrote to a connection its client "
+                             f"had closed; BENCH_IGNORE_SIGPIPE=1 runs it with SIGPIPE ignored), "
+                             f"work dir {self.work}:\n{self.tail()}")
         if usage.status != 0:
             raise BenchError(f"connectd exited {usage.status} after SIGTERM:\n{self.tail()}")
         return usage, time.monotonic() - t
@@ -728,6 +753,561 @@ def run_engine_scripted(bootstrap, topic, n, ids, workroot, rep, failure_rate):
     return r, work
 
 
+# ------------------------------------------------------------- scenario: HTTP ingest -> Kafka
+
+INGEST_SCHEMA = ROOT / "pipelines" / "schemas" / "kyc-verified.json"
+INGEST_EVENTS = 2_000       # distinct events cycled by wrk (over KEYS customers)
+INGEST_BODY_BYTES = 300     # each posted event (no eventId: source-http assigns one)
+INGEST_CONNECTIONS = 64
+INGEST_THREADS = 2
+INGEST_PIPELINE_DEPTH = 16
+INGEST_NDJSON_BATCH = 100
+INGEST_FIXED_RATES = (1_000, 10_000)  # bench-fixedrate (bench/fixedrate.c), requests/s
+STATUSES = ["VERIFIED", "VERIFIED", "VERIFIED", "PENDING_REVIEW", "REJECTED", "FAILED"]
+
+
+def make_ingest_events(n, keys, seed=20240502):
+    """n valid kyc-verified events of INGEST_BODY_BYTES bytes, without eventId."""
+    rng = random.Random(seed)
+    base_ms = 1714564800000
+    out = []
+    for i in range(n):
+        cust = f"cust-{rng.randrange(keys):04d}"
+        ts = base_ms + i * 7
+        doc = {
+            "eventType": "kyc-verified",
+            "customerId": cust,
+            "applicationId": f"app-{cust[5:]}-{i % 7}",
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1000))
+                         + f".{ts % 1000:03d}Z",
+            "data": {"status": STATUSES[i % len(STATUSES)], "riskLevel": RISK[i % len(RISK)],
+                     "score": round(rng.random(), 3),
+                     "checks": {"document": "passport", "country": COUNTRIES[i % len(COUNTRIES)],
+                                "note": ""}},
+        }
+        raw = json.dumps(doc, separators=(",", ":"))
+        doc["data"]["checks"]["note"] = FILLER[:max(0, INGEST_BODY_BYTES - len(raw))]
+        out.append(doc)
+    return out
+
+
+def count_topic(bootstrap, topic, timeout=120):
+    """Records in a topic, read back from the beginning with kcat (one '.' each)."""
+    p = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e",
+                        "-q", "-f", "."], capture_output=True, timeout=timeout)
+    if p.returncode != 0:
+        raise BenchError(f"kcat counting {topic}: {p.stderr.decode(errors='replace')}")
+    return len(p.stdout)
+
+
+def wait_http(port, eng, timeout=30.0):
+    """Waits until GET /healthz answers 200."""
+    import http.client
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        eng.check_alive("before it listened")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                c.close()
+                return
+            c.close()
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise BenchError(f"source-http did not answer /healthz on port {port} within "
+                     f"{timeout:.0f}s:\n{eng.tail()}")
+
+
+def post_events(port, topic, events):
+    """Sequential keep-alive POSTs (warm-up: connects the producer). Returns the 202 count."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    ok = 0
+    for e in events:
+        c.request("POST", f"/v1/events/{topic}", body=json.dumps(e, separators=(",", ":")),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        ok += r.status == 202
+    c.close()
+    return ok
+
+
+def parse_wrk(text):
+    counts, lat = {}, {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 3 and f[0] == "COUNT":
+            counts[f[1]] = int(f[2])
+        elif len(f) == 3 and f[0] == "LAT":
+            lat[f[1]] = float(f[2])
+    if "ev202" not in counts:
+        raise BenchError(f"wrk printed no counts:\n{text[-2000:]}")
+    return counts, lat
+
+
+INGEST_NAMES = {
+    ("single", 1): "HTTP ingest, 1 event/request",
+    ("single", INGEST_PIPELINE_DEPTH): f"HTTP ingest, pipelined ×{INGEST_PIPELINE_DEPTH}",
+    ("ndjson", 1): f"HTTP ingest, NDJSON ×{INGEST_NDJSON_BATCH}",
+}
+
+
+def run_http_ingest(bootstrap, workroot, mode, depth, duration, events_file, events, rate=None):
+    """The engine with one source-http pipeline into a fresh topic, loaded by wrk
+    (keep-alive, INGEST_CONNECTIONS connections) for `duration` seconds.
+    Engine CPU over the wrk run from /proc/<pid>/stat deltas. Afterwards every
+    event answered 202 (counted by bench/ingest.lua) must be in the topic.
+    With `rate`, bench-fixedrate (bench/fixedrate.c) sends one event per
+    request at that fixed rate instead, timing each from when it was due."""
+    if not rate and not shutil.which("wrk"):
+        raise BenchError("wrk not found (scripts/install-deps installs Debian's wrk)")
+    tag = uuid.uuid4().hex[:8]
+    topic = f"bench-http-{tag}"
+    work = Path(tempfile.mkdtemp(prefix=f"http-{mode}-{depth}-", dir=workroot))
+    schemas = work / "schemas"
+    schemas.mkdir()
+    schema = json.loads(INGEST_SCHEMA.read_text())
+    schema["title"] = topic
+    (schemas / f"{topic}.json").write_text(json.dumps(schema, indent=2))
+    create_topic(bootstrap, topic)
+    port = free_port()
+    pipeline = {"name": f"bench-ingest-{tag}",
+                "source": {"plugin": "http", "listen": f"127.0.0.1:{port}", "topics": [topic],
+                           "key": "/customerId", "schemas_dir": str(schemas)}}
+    pipeline = merge(pipeline, env_json("BENCH_HTTP_PIPELINE"))
+    try:
+        return _run_http_ingest(bootstrap, topic, work, port, pipeline, mode, depth, duration,
+                                events_file, events, rate)
+    except BaseException:
+        if os.environ.get("BENCH_KEEP") != "1":
+            topic_admin(bootstrap, "delete-topic", topic)
+        raise
+
+
+def _run_http_ingest(bootstrap, topic, work, port, pipeline, mode, depth, duration,
+                     events_file, events, rate):
+    eng = Engine(work, engine_config(bootstrap), {"bench-ingest": pipeline}).start()
+    try:
+        wait_http(port, eng)
+        warm = post_events(port, topic, events[:20])
+        if warm != 20:
+            raise BenchError(f"warm-up: {warm} of 20 events answered 202:\n{eng.tail()}")
+        pid = eng.pid()
+        cpu0 = proc_cpu_s(pid)
+        if rate:
+            cmd = [helper("bench-fixedrate", "fixedrate.c"), "127.0.0.1", str(port),
+                   f"/v1/events/{topic}", str(rate), str(duration), str(INGEST_CONNECTIONS),
+                   str(events_file)]
+        else:
+            cmd = ["wrk", "-t", str(INGEST_THREADS), "-c", str(INGEST_CONNECTIONS),
+                   "-d", f"{duration}s", "--timeout", "10s", "-s", str(BENCH / "ingest.lua"),
+                   f"http://127.0.0.1:{port}/v1/events/{topic}", "--", mode, str(depth),
+                   str(events_file), str(INGEST_NDJSON_BATCH)]
+        t0 = time.monotonic()
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+        wall = time.monotonic() - t0
+        cpu1 = proc_cpu_s(pid)
+        if p.returncode != 0:
+            raise BenchError(f"{Path(cmd[0]).name} exited {p.returncode}: {p.stderr}\n"
+                             f"{p.stdout[-2000:]}")
+        (work / "wrk.txt").write_text(p.stdout + p.stderr)
+        counts, lat = parse_wrk(p.stdout)
+        eng.check_alive("during the wrk run")
+        usage, stop_s = eng.stop()
+    finally:
+        eng.kill()
+    stored = count_topic(bootstrap, topic)
+    accepted = counts["ev202"] + warm
+    extra = stored - accepted
+    # A request wrk had sent when its time ran out may be stored without wrk
+    # having read its 202; a 503 after the ack timeout may be stored later.
+    in_flight_bound = INGEST_CONNECTIONS * depth * (INGEST_NDJSON_BATCH if mode == "ndjson" else 1)
+    if extra < 0:
+        raise BenchError(f"{topic}: {accepted} events answered 202 but only {stored} records in "
+                         f"the topic ({-extra} MISSING); work dir {work}")
+    if extra > in_flight_bound + counts["ev503"]:
+        raise BenchError(f"{topic}: {stored} records but only {accepted} answered 202 ({extra} "
+                         f"more than could have been cut off); work dir {work}")
+    if rate and counts["requests"] != counts["sent"]:
+        raise BenchError(f"{topic}: bench-fixedrate sent {counts['sent']} requests but got "
+                         f"{counts['requests']} answers ({counts}); work dir {work}")
+    if counts["s4xx"] or counts["sother"] or counts["ev400"]:
+        raise BenchError(f"{topic}: unexpected answers {counts}; work dir {work}")
+    secs = counts["duration_us"] / 1e6
+    cpu = cpu1 - cpu0
+    reqs = counts["requests"]
+    ev = counts["ev202"]
+    r = {
+        "scenario": (f"HTTP ingest, fixed {rate:,} req/s" if rate else
+                     INGEST_NAMES.get((mode, depth), f"HTTP ingest {mode} ×{depth}")),
+        "fixed_rate": rate, "sent": counts.get("sent"), "late_sends": counts.get("late_sends"),
+        "mode": mode, "pipeline_depth": depth, "connections": INGEST_CONNECTIONS,
+        "wrk_threads": INGEST_THREADS, "topic": topic,
+        "records": ev, "requests": reqs, "wall_s": secs,
+        "requests_per_s": reqs / secs, "records_per_s": ev / secs,
+        "cpu_s": cpu, "cpu_us_per_request": cpu * 1e6 / reqs if reqs else None,
+        "cpu_us_per_record": cpu * 1e6 / ev if ev else None,
+        "engine_life_cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mib": usage.ru_maxrss / 1024.0, "shutdown_s": stop_s,
+        "p50_ms": lat.get("p50", 0) / 1000, "p99_ms": lat.get("p99", 0) / 1000,
+        "p999_ms": lat.get("p99.9", 0) / 1000, "max_ms": lat.get("max", 0) / 1000,
+        "p90_ms": lat.get("p90", 0) / 1000,
+        "answered_202": counts["s202"], "answered_503": counts["s503"],
+        "events_202": ev, "events_503": counts["ev503"], "warmup_202": warm,
+        "stored_in_topic": stored, "stored_beyond_202": extra,
+        "wrk_errors": {k[7:]: v for k, v in counts.items() if k.startswith("errors_") and v},
+        "wrk_wall_s": wall, "work_dir": str(work),
+    }
+    return r, work, topic
+
+
+def run_kcat_produce(bootstrap, workroot, events, n):
+    """The reference: kcat -P of n of the same events (with an eventId each, as
+    source-http stores them), keyed by customerId, through an idempotent
+    producer (acks=all), as the engine's. Wall time fork to exit; the topic
+    must then hold exactly n records."""
+    topic = f"bench-produce-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic)
+    data = workroot / f"{topic}.txt"
+    with open(data, "wb") as f:
+        for i in range(n):
+            e = events[i % len(events)]
+            v = {"eventId": str(uuid.uuid4()), **e}
+            f.write(e["customerId"].encode() + b"\x1f"
+                    + json.dumps(v, separators=(",", ":")).encode() + b"\n")
+    rufile = workroot / f"{topic}.rusage"
+    args = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-K", "\x1f",
+            "-X", "enable.idempotence=true", "-X", "queue.buffering.max.messages=1000000",
+            "-X", "queue.buffering.max.kbytes=1048576"]
+    t0 = time.monotonic()
+    with open(data, "rb") as f:
+        proc = subprocess.Popen(measured(args, rufile), stdin=f, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        err = proc.stderr.read().decode(errors="replace")
+        ru = read_usage(proc, rufile)
+    wall = time.monotonic() - t0
+    proc.stderr.close()
+    data.unlink()
+    if ru.status != 0:
+        raise BenchError(f"kcat -P exited {ru.status}: {err}")
+    stored = count_topic(bootstrap, topic)
+    if stored != n:
+        raise BenchError(f"kcat -P of {n} records left {stored} in {topic}")
+    r = result("kcat -P produce (reference)", n, wall, ru, None,
+               {"requests": None, "topic": topic, "stored_in_topic": stored})
+    return r, topic
+
+
+SCENARIO_GROUPS = ("consume", "dynamodb", "ingest")
+
+
+def ingest_scenarios(bootstrap, scale, keep, workroot, overrides):
+    """HTTP ingest → Kafka with wrk (one event per request, pipelined, NDJSON
+    batches) and its reference, kcat -P of the same events, in this invocation.
+    Prints a table; returns what goes into latest.json under "ingest"."""
+    duration = max(2, round(10 * scale))  # wrk takes whole seconds
+    nprod = max(1, round(BASE_RECORDS * scale))
+    events = make_ingest_events(INGEST_EVENTS, KEYS)
+    events_file = workroot / "ingest-events.ndjson"
+    events_file.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events))
+    log(f"HTTP ingest: wrk -t{INGEST_THREADS} -c{INGEST_CONNECTIONS} for {duration:g}s per "
+        f"scenario, {INGEST_BODY_BYTES} B events; reference kcat -P of {nprod} events")
+    topics = []
+    rows = []
+    try:
+        ref, t = run_kcat_produce(bootstrap, workroot, events, nprod)
+        topics.append(t)
+        ref["vs_reference"] = 1.0
+        log(f"kcat -P {ref['records_per_s']:,.0f} events/s, {ref['cpu_us_per_record']:.2f} µs/event")
+        rows.append(ref)
+        for mode, depth in (("single", 1), ("single", INGEST_PIPELINE_DEPTH), ("ndjson", 1)):
+            r, work, t = run_http_ingest(bootstrap, workroot, mode, depth, duration,
+                                         events_file, events)
+            topics.append(t)
+            r["vs_reference"] = r["records_per_s"] / ref["records_per_s"]
+            r["cpu_vs_reference"] = r["cpu_us_per_record"] / ref["cpu_us_per_record"]
+            if r["p99_ms"] == 0:
+                r["p99_ms"] = None  # wrk's percentile() gave 0: see bench/README.md
+            log(f"{r['scenario']}: {r['requests_per_s']:,.0f} requests/s, "
+                f"{r['records_per_s']:,.0f} events/s, {r['cpu_us_per_request']:.1f} µs/request, "
+                f"{r['answered_503']} answered 503, {r['stored_in_topic']} stored for "
+                f"{r['events_202'] + r['warmup_202']} answered 202")
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+                r.pop("work_dir", None)
+            rows.append(r)
+        for rate in INGEST_FIXED_RATES:
+            r, work, t = run_http_ingest(bootstrap, workroot, "single", 1, duration,
+                                         events_file, events, rate=rate)
+            topics.append(t)
+            r["vs_reference"] = r["records_per_s"] / ref["records_per_s"]
+            r["cpu_vs_reference"] = r["cpu_us_per_record"] / ref["cpu_us_per_record"]
+            log(f"{r['scenario']}: {r['requests_per_s']:,.0f} requests/s answered, "
+                f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms from due time, "
+                f"{r['late_sends']} sent > 1 ms late, {r['cpu_us_per_request']:.1f} µs/request, "
+                f"{r['stored_in_topic']} stored for {r['events_202'] + r['warmup_202']} "
+                f"answered 202")
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+                r.pop("work_dir", None)
+            rows.append(r)
+    finally:
+        if not keep:
+            for t in topics:
+                err = topic_admin(bootstrap, "delete-topic", t)
+                if err:
+                    log(f"could not delete topic {t}: {err}")
+    print()
+    print(f"HTTP ingest → Kafka: wrk -t{INGEST_THREADS} -c{INGEST_CONNECTIONS} keep-alive, "
+          f"{duration:g}s each, {INGEST_BODY_BYTES} B kyc-verified events (eventId assigned by "
+          f"source-http), topic of {PARTITIONS} partitions; engine CPU over the wrk run; "
+          f"reference kcat -P of {nprod:,} of the same events (idempotent, acks=all)")
+    if overrides:
+        print(f"overrides (not the default scenario): {json.dumps(overrides)}")
+    print(table(rows, INGEST_COLUMNS))
+    print()
+    for r in rows[1:]:
+        if r.get("fixed_rate"):
+            print(f"{r['scenario']}: {r['sent']:,} requests due over {duration}s, all answered, "
+                  f"{r['late_sends']:,} sent more than 1 ms after due (generator not scheduled in time, or "
+                  f"every connection busy); "
+                  f"latency from due time p50 {r['p50_ms']:.2f} ms, p90 {r['p90_ms']:.2f} ms, "
+                  f"p99 {r['p99_ms']:.2f} ms, p99.9 {r['p999_ms']:.2f} ms, max "
+                  f"{r['max_ms']:.2f} ms; {r['cpu_us_per_request']:.1f} engine CPU µs/request; "
+                  f"{r['stored_in_topic']:,} in the topic for {r['events_202']:,} + "
+                  f"{r['warmup_202']} warm-up 202s")
+            continue
+        print(f"{r['scenario']}: {r['records_per_s']:,.0f} events/s = {r['vs_reference']:.2f}× "
+              f"kcat -P's rate, {r['cpu_vs_reference']:.1f}× its CPU per event "
+              f"({r['cpu_us_per_record']:.2f} vs {ref['cpu_us_per_record']:.2f} µs); "
+              f"{r['events_202']:,} answered 202 (+{r['warmup_202']} warm-up), "
+              f"{r['events_503']:,} answered 503, {r['stored_in_topic']:,} in the topic "
+              f"({r['stored_beyond_202']:,} beyond the 202s: requests cut off when wrk stopped)")
+    return {"duration_s": duration, "connections": INGEST_CONNECTIONS,
+            "wrk_threads": INGEST_THREADS, "body_bytes": INGEST_BODY_BYTES,
+            "columns": [h for h, _, _ in INGEST_COLUMNS], "table": rows}
+
+
+# ------------------------------------------------------ scenario: consume -> sink-dynamodb
+
+DDB_TABLE = "bench-events"
+DDB_ITEM = {"eventId": "${/eventId}", "customerId": "${/customerId}",
+            "eventType": "${/eventType}", "timestamp": "${/timestamp}", "data": "${/data}"}
+DDB_ENV = {"AWS_ACCESS_KEY_ID": "AKIDBENCHDUMMY", "AWS_SECRET_ACCESS_KEY": "bench-dummy-secret",
+           "AWS_REGION": "eu-west-1"}
+
+
+class Responder:
+    """bench/ddb_responder.py: a loopback BatchWriteItem endpoint that counts
+    the eventIds it is sent."""
+
+    def __init__(self, work):
+        self.portfile = work / "ddb.port"
+        self.log = work / "ddb-responder.log"
+        with open(self.log, "wb") as logf:
+            self.proc = subprocess.Popen([sys.executable, str(BENCH / "ddb_responder.py"),
+                                          str(self.portfile)], stdout=logf,
+                                         stderr=subprocess.STDOUT)
+        end = time.monotonic() + 10
+        while not self.portfile.exists():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise BenchError(f"ddb_responder did not start:\n{tail(self.log)}")
+            time.sleep(0.02)
+        self.port = int(self.portfile.read_text())
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        import http.client
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def get(self, path):
+        self.conn.request("GET", path)
+        r = self.conn.getresponse()
+        return r.read()
+
+    def count(self):
+        return json.loads(self.get("/_count"))
+
+    def ids(self):
+        return set(self.get("/_ids").decode().split())
+
+    def stop(self):
+        cpu = proc_cpu_s(self.proc.pid)
+        self.conn.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return cpu
+
+
+def drive_ddb(proc_alive, responder, n, t0_wall, elapsed, what):
+    """Polls the responder until it holds n distinct eventIds. Returns (first
+    record s, last record s)."""
+    first = None
+    last_progress = time.monotonic()
+    seen = 0
+    while True:
+        c = responder.count()
+        if c["distinct"] > seen:
+            seen = c["distinct"]
+            last_progress = time.monotonic()
+            if first is None:
+                first = elapsed()
+        if seen >= n:
+            return first, max(first, c["last_item_wall"] - t0_wall)
+        proc_alive()
+        if time.monotonic() - last_progress > STALL_S:
+            raise BenchError(f"{what}: no progress for {STALL_S:.0f}s at {seen} of {n} records")
+        time.sleep(POLL_S)
+
+
+def check_ddb(responder, n, ids, what, work):
+    c = responder.count()
+    got = responder.ids()
+    want = set(ids)
+    if got != want:
+        raise BenchError(f"{what}: the endpoint got {len(got)} distinct eventIds, expected {n}; "
+                         f"missing e.g. {sorted(want - got)[:5]}, unexpected e.g. "
+                         f"{sorted(got - want)[:5]}; work dir {work}")
+    return {"ddb_requests": c["requests"], "ddb_items": c["items"],
+            "ddb_duplicate_items": c["items"] - len(got),
+            "items_per_request": c["items"] / max(c["requests"], 1)}
+
+
+def run_engine_ddb(bootstrap, topic, n, ids, workroot, rep):
+    """The engine with one sink-dynamodb pipeline (put → BatchWriteItem) into
+    the loopback responder, fresh consumer group; measured like sink-file,
+    until the responder holds every eventId."""
+    work = Path(tempfile.mkdtemp(prefix=f"ddb-{rep}-", dir=workroot))
+    resp = Responder(work)
+    try:
+        pipeline = {"name": f"bench-ddb-{uuid.uuid4().hex[:10]}", "topics": [topic],
+                    "batch": dict(BATCH),
+                    "sinks": [{"plugin": "dynamodb", "name": "ddb", "table": DDB_TABLE,
+                               "region": "eu-west-1", "endpoint": resp.endpoint,
+                               "key_attributes": ["eventId"], "item": dict(DDB_ITEM)}]}
+        pipeline = merge(pipeline, env_json("BENCH_DDB_PIPELINE"))
+        eng = Engine(work, engine_config(bootstrap), {"bench-ddb": pipeline},
+                     env=dict(os.environ, **DDB_ENV)).start()
+        try:
+            first, done_at = drive_ddb(lambda: eng.check_alive("before the last record"), resp,
+                                       n, eng.t0_wall, eng.elapsed, "consume → sink-dynamodb")
+            pid = eng.pid()
+            cpu_at_last = proc_cpu_s(pid) if pid else None
+            usage, stop_s = eng.stop()
+        finally:
+            eng.kill()
+        check = check_ddb(resp, n, ids, "consume → sink-dynamodb", work)
+    finally:
+        resp_cpu = resp.stop()
+    return result("consume → sink-dynamodb", n, done_at, usage, first,
+                  {"cpu_s_to_last_record": cpu_at_last, "shutdown_s": stop_s,
+                   "responder_cpu_s": resp_cpu, **check}), work
+
+
+def run_node_ddb(bootstrap, topic, n, ids, workroot, rep):
+    """The reference: bench/node-ddb-consumer.js (kafkajs + @aws-sdk/client-dynamodb,
+    25 items per BatchWriteItem) into its own loopback responder."""
+    work = Path(tempfile.mkdtemp(prefix=f"node-ddb-{rep}-", dir=workroot))
+    resp = Responder(work)
+    rufile = work / "node.rusage"
+    logp = work / "node.log"
+    try:
+        cmd = ["node", BENCH / "node-ddb-consumer.js", bootstrap, topic,
+               f"bench-node-{uuid.uuid4().hex[:10]}", n, resp.endpoint, DDB_TABLE]
+        t0_wall = time.time()
+        t0 = time.monotonic()
+        with open(logp, "wb") as logf:
+            proc = subprocess.Popen(measured(cmd, rufile), stdout=logf, stderr=subprocess.STDOUT,
+                                    env=dict(os.environ, **DDB_ENV))
+
+        def alive():
+            if proc.poll() is not None and resp.count()["distinct"] < n:
+                raise BenchError(f"node consumer exited {proc.returncode}:\n{tail(logp)}")
+        try:
+            first, done_at = drive_ddb(alive, resp, n, t0_wall, lambda: time.monotonic() - t0,
+                                       "node kafkajs + AWS SDK")
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.wait()
+            usage = read_usage(proc, rufile)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if usage.status != 0:
+            raise BenchError(f"node consumer exited {usage.status}:\n{tail(logp)}")
+        check = check_ddb(resp, n, ids, "node kafkajs + AWS SDK", work)
+    finally:
+        resp_cpu = resp.stop()
+    return result("Node.js kafkajs + AWS SDK (reference)", n, done_at, usage, first,
+                  {"responder_cpu_s": resp_cpu, **check}), work
+
+
+def ddb_scenarios(bootstrap, topic, n, ids, repeat, keep, workroot, overrides):
+    """consume → sink-dynamodb beside its references (kcat raw consume, the
+    Node.js kafkajs + AWS SDK consumer), interleaved `repeat` times. Prints a
+    table; returns what goes into latest.json under "dynamodb"."""
+    if not shutil.which("node"):
+        raise BenchError("node not found (scripts/install-deps)")
+    if not (ROOT / ".deps" / "node" / "node_modules" / "@aws-sdk" / "client-dynamodb").exists():
+        raise BenchError("@aws-sdk/client-dynamodb is not installed (run scripts/install-deps)")
+    runs = {"kcat": [], "node": [], "engine": []}
+    for rep in range(repeat):
+        k = run_kcat(bootstrap, topic, n, workroot)
+        runs["kcat"].append(k)
+        nd, work = run_node_ddb(bootstrap, topic, n, ids, workroot, rep)
+        runs["node"].append(nd)
+        log(f"run {rep + 1}/{repeat}: node kafkajs + AWS SDK {nd['records_per_s']:,.0f} rec/s, "
+            f"{nd['cpu_us_per_record']:.2f} µs/rec, {nd['ddb_requests']} requests, "
+            f"{nd['ddb_duplicate_items']} duplicate items")
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+        e, work = run_engine_ddb(bootstrap, topic, n, ids, workroot, rep)
+        runs["engine"].append(e)
+        log(f"run {rep + 1}/{repeat}: sink-dynamodb {e['records_per_s']:,.0f} rec/s, "
+            f"{e['cpu_us_per_record']:.2f} µs/rec, {e['ddb_requests']} requests "
+            f"({e['items_per_request']:.1f} items each), {e['ddb_duplicate_items']} duplicate "
+            f"items, first record after {e['first_record_s']:.2f}s")
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    ref = median_run(runs["kcat"])
+    node = median_run(runs["node"])
+    eng = median_run(runs["engine"])
+    for r in (ref, node, eng):
+        r["vs_reference"] = r["records_per_s"] / ref["records_per_s"]
+        r.pop("work_dir", None)
+    eng["cpu_vs_node"] = node["cpu_us_per_record"] / eng["cpu_us_per_record"]
+    eng["rate_vs_node"] = eng["records_per_s"] / node["records_per_s"]
+    rows = [ref, node, eng]
+    print()
+    print(f"consume → sink-dynamodb (put, BatchWriteItem) into a loopback endpoint "
+          f"(bench/ddb_responder.py): {n:,} records; median of {repeat} runs; vs reference = "
+          f"records/s ÷ kcat raw consume's")
+    if overrides:
+        print(f"overrides (not the default scenario): {json.dumps(overrides)}")
+    print(table(rows))
+    print()
+    print(f"consume → sink-dynamodb: {eng['records_per_s']:,.0f} records/s (target ≥ 150,000) = "
+          f"{eng['rate_vs_node']:.1f}× the Node.js consumer's rate; {eng['cpu_us_per_record']:.2f} "
+          f"CPU µs/record (target ≤ 5) against Node.js's {node['cpu_us_per_record']:.2f}: "
+          f"{eng['cpu_vs_node']:.1f}× less CPU per record (target ≥ 14×). Requests: engine "
+          f"{eng['ddb_requests']:,} ({eng['items_per_request']:.1f} items each), Node.js "
+          f"{node['ddb_requests']:,}; every eventId arrived, duplicate items: engine "
+          f"{sum(r['ddb_duplicate_items'] for r in runs['engine'])}, Node.js "
+          f"{sum(r['ddb_duplicate_items'] for r in runs['node'])} over all runs. Responder CPU "
+          f"(not counted above): {eng['responder_cpu_s']:.2f}s / {node['responder_cpu_s']:.2f}s.")
+    return {"table": rows, "runs": runs, "item_template": DDB_ITEM,
+            "target_records_per_s": 150_000, "target_cpu_us_per_record": 5,
+            "target_cpu_vs_node": 14}
+
+
 # --------------------------------------------------------------------------- reporting
 
 COLUMNS = [("scenario", "scenario", "{}"), ("records", "records", "{:,}"),
@@ -743,11 +1323,23 @@ def fmt(v, f):
     return f.format(v)
 
 
-def table(rows):
-    cells = [[h for h, _, _ in COLUMNS]]
+INGEST_COLUMNS = [("scenario", "scenario", "{}"), ("requests", "requests", "{:,}"),
+                  ("events", "records", "{:,}"), ("wall s", "wall_s", "{:.2f}"),
+                  ("requests/s", "requests_per_s", "{:,.0f}"),
+                  ("events/s", "records_per_s", "{:,.0f}"), ("CPU s", "cpu_s", "{:.2f}"),
+                  ("CPU µs/req", "cpu_us_per_request", "{:.1f}"),
+                  ("CPU µs/event", "cpu_us_per_record", "{:.2f}"),
+                  ("p50 ms", "p50_ms", "{:.2f}"), ("p99 ms", "p99_ms", "{:.2f}"),
+                  ("peak RSS MiB", "peak_rss_mib", "{:.1f}"),
+                  ("vs kcat -P", "vs_reference", "{:.2f}")]
+
+
+def table(rows, columns=None):
+    columns = columns or COLUMNS
+    cells = [[h for h, _, _ in columns]]
     for r in rows:
-        cells.append([fmt(r.get(k), f) for _, k, f in COLUMNS])
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+        cells.append([fmt(r.get(k), f) for _, k, f in columns])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     lines = []
     for j, c in enumerate(cells):
         parts = [c[0].ljust(widths[0])] + [c[i].rjust(widths[i]) for i in range(1, len(c))]
@@ -807,9 +1399,18 @@ def main():
     keep = os.environ.get("BENCH_KEEP") == "1"
     n = max(1, round(BASE_RECORDS * scale))
     overrides = {k: env_json(k) for k in ("BENCH_ENGINE_CONFIG", "BENCH_FILE_PIPELINE",
-                                          "BENCH_SCRIPTED_PIPELINE")
+                                          "BENCH_SCRIPTED_PIPELINE", "BENCH_HTTP_PIPELINE",
+                                          "BENCH_DDB_PIPELINE")
                  if env_json(k)}
-    fixtures_dir()  # fail before producing anything if the scripted sink is not built
+    if IGNORE_SIGPIPE:
+        overrides["BENCH_IGNORE_SIGPIPE"] = 1
+    only = set(filter(None, (os.environ.get("BENCH_ONLY") or ",".join(SCENARIO_GROUPS))
+                      .replace(" ", "").split(",")))
+    if not only or only - set(SCENARIO_GROUPS):
+        raise BenchError(f"BENCH_ONLY: expected a comma-separated subset of "
+                         f"{','.join(SCENARIO_GROUPS)}")
+    if "consume" in only:
+        fixtures_dir()  # fail before producing anything if the scripted sink is not built
     started = time.monotonic()
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -817,130 +1418,156 @@ def main():
     run_id = uuid.uuid4().hex[:8]
     topic = f"bench-{run_id}"
     ok = False
+    produced = False
     try:
-        log(f"topic {topic}: {n} records over {KEYS} keys, {PARTITIONS} partitions; "
-            f"{repeat} interleaved runs each; work dir {workroot}")
-        create_topic(bootstrap, topic)
-        ids, avg_value = produce(bootstrap, topic, n, run_id, workroot)
-        parts = topic_partitions(bootstrap, topic)
-        if parts != PARTITIONS:
-            raise BenchError(f"topic {topic} has {parts} partitions, expected {PARTITIONS}")
-        # Unmeasured warm-up: checks what was produced and warms the broker's
-        # page cache and JIT, so the first measured run is not the odd one out;
-        # the group consume makes a fresh broker create __consumer_offsets now.
-        run_kcat(bootstrap, topic, n, workroot)
-        run_kcat(bootstrap, topic, n, workroot, group=f"bench-warmup-{run_id}")
+        host = host_info()
+        problems, consume_doc, ingest_doc, ddb_doc = [], {}, {}, {}
+        ids = None
+        if "consume" in only:
+            produced = True
+            log(f"topic {topic}: {n} records over {KEYS} keys, {PARTITIONS} partitions; "
+                f"{repeat} interleaved runs each; work dir {workroot}")
+            create_topic(bootstrap, topic)
+            ids, avg_value = produce(bootstrap, topic, n, run_id, workroot)
+            parts = topic_partitions(bootstrap, topic)
+            if parts != PARTITIONS:
+                raise BenchError(f"topic {topic} has {parts} partitions, expected {PARTITIONS}")
+            # Unmeasured warm-up: checks what was produced and warms the broker's
+            # page cache and JIT, so the first measured run is not the odd one out;
+            # the group consume makes a fresh broker create __consumer_offsets now.
+            run_kcat(bootstrap, topic, n, workroot)
+            run_kcat(bootstrap, topic, n, workroot, group=f"bench-warmup-{run_id}")
 
-        runs = {"kcat": [], "kcat_group": [], "file": [], "scripted0": [], "scripted1": []}
-        for rep in range(repeat):
-            k = run_kcat(bootstrap, topic, n, workroot)
-            runs["kcat"].append(k)
-            log(f"run {rep + 1}/{repeat}: kcat {k['records_per_s']:,.0f} rec/s, "
-                f"{k['cpu_us_per_record']:.2f} µs/rec")
-            g = run_kcat(bootstrap, topic, n, workroot,
-                         group=f"bench-kcat-{uuid.uuid4().hex[:10]}")
-            runs["kcat_group"].append(g)
-            log(f"run {rep + 1}/{repeat}: kcat -G {g['records_per_s']:,.0f} rec/s, "
-                f"{g['cpu_us_per_record']:.2f} µs/rec, first record after "
-                f"{g['first_record_s']:.2f}s")
-            f, work = run_engine_file(bootstrap, topic, n, ids, workroot, rep)
-            runs["file"].append(f)
-            log(f"run {rep + 1}/{repeat}: sink-file {f['records_per_s']:,.0f} rec/s, "
-                f"{f['cpu_us_per_record']:.2f} µs/rec, first record after "
-                f"{f['first_record_s']:.2f}s")
-            if not keep:
-                shutil.rmtree(work, ignore_errors=True)
-            for key, rate in (("scripted0", 0.0), ("scripted1", 0.01)):
-                sr, work = run_engine_scripted(bootstrap, topic, n, ids, workroot, rep, rate)
-                runs[key].append(sr)
-                log(f"run {rep + 1}/{repeat}: scripted {rate:.0%} {sr['records_per_s']:,.0f} "
-                    f"rec/s, {sr['cpu_us_per_record']:.2f} µs/rec, first record after "
-                    f"{sr['first_record_s']:.2f}s, {sr['key_retries_logged']} key retries, "
-                    f"{sr['written_out_of_partition_order']} records behind"
-                    + (f"; {sr['duplicates']} DUPLICATES" if sr["duplicates"] else "")
-                    + (f"; {sr['order_violations']} ORDER VIOLATIONS"
-                       if sr["order_violations"] else ""))
-                if not keep and not sr["duplicates"] and not sr["order_violations"]:
+            runs = {"kcat": [], "kcat_group": [], "file": [], "scripted0": [], "scripted1": []}
+            for rep in range(repeat):
+                k = run_kcat(bootstrap, topic, n, workroot)
+                runs["kcat"].append(k)
+                log(f"run {rep + 1}/{repeat}: kcat {k['records_per_s']:,.0f} rec/s, "
+                    f"{k['cpu_us_per_record']:.2f} µs/rec")
+                g = run_kcat(bootstrap, topic, n, workroot,
+                             group=f"bench-kcat-{uuid.uuid4().hex[:10]}")
+                runs["kcat_group"].append(g)
+                log(f"run {rep + 1}/{repeat}: kcat -G {g['records_per_s']:,.0f} rec/s, "
+                    f"{g['cpu_us_per_record']:.2f} µs/rec, first record after "
+                    f"{g['first_record_s']:.2f}s")
+                f, work = run_engine_file(bootstrap, topic, n, ids, workroot, rep)
+                runs["file"].append(f)
+                log(f"run {rep + 1}/{repeat}: sink-file {f['records_per_s']:,.0f} rec/s, "
+                    f"{f['cpu_us_per_record']:.2f} µs/rec, first record after "
+                    f"{f['first_record_s']:.2f}s")
+                if not keep:
                     shutil.rmtree(work, ignore_errors=True)
+                for key, rate in (("scripted0", 0.0), ("scripted1", 0.01)):
+                    sr, work = run_engine_scripted(bootstrap, topic, n, ids, workroot, rep, rate)
+                    runs[key].append(sr)
+                    log(f"run {rep + 1}/{repeat}: scripted {rate:.0%} {sr['records_per_s']:,.0f} "
+                        f"rec/s, {sr['cpu_us_per_record']:.2f} µs/rec, first record after "
+                        f"{sr['first_record_s']:.2f}s, {sr['key_retries_logged']} key retries, "
+                        f"{sr['written_out_of_partition_order']} records behind"
+                        + (f"; {sr['duplicates']} DUPLICATES" if sr["duplicates"] else "")
+                        + (f"; {sr['order_violations']} ORDER VIOLATIONS"
+                           if sr["order_violations"] else ""))
+                    if not keep and not sr["duplicates"] and not sr["order_violations"]:
+                        shutil.rmtree(work, ignore_errors=True)
 
-        perf_report = None
-        if os.environ.get("BENCH_PERF") == "1":
-            perf_report = profile(bootstrap, topic, n, ids, workroot)
+            perf_report = None
+            if os.environ.get("BENCH_PERF") == "1":
+                perf_report = profile(bootstrap, topic, n, ids, workroot)
 
-        ref = median_run(runs["kcat"])
-        ref["vs_reference"] = 1.0
-        grp = median_run(runs["kcat_group"])
-        grp["vs_reference"] = grp["records_per_s"] / ref["records_per_s"]
-        fil = median_run(runs["file"])
-        fil["vs_reference"] = fil["records_per_s"] / ref["records_per_s"]
-        fil["cpu_vs_reference"] = fil["cpu_us_per_record"] / ref["cpu_us_per_record"]
-        fil["vs_group_reference"] = fil["records_per_s"] / grp["records_per_s"]
-        sc0 = median_run(runs["scripted0"])
-        sc1 = median_run(runs["scripted1"])
-        for r in (sc0, sc1):
-            r["vs_reference"] = r["records_per_s"] / ref["records_per_s"]
-            r["cpu_vs_reference"] = r["cpu_us_per_record"] / ref["cpu_us_per_record"]
-            r["vs_group_reference"] = r["records_per_s"] / grp["records_per_s"]
-        sc1["vs_no_failures"] = sc1["records_per_s"] / sc0["records_per_s"]
-        # Delivery problems in any run (not only the median one) fail the run,
-        # after the table is printed and latest.json written.
-        problems = [f"{r['scenario']}: {r[k]} {what} (e.g. {'; '.join(r[ex][:2])}), "
-                    f"output kept in {r['work_dir']}"
-                    for key in ("scripted0", "scripted1") for r in runs[key]
-                    for k, ex, what in (
-                        ("duplicates", "duplicate_examples", "duplicate lines"),
-                        ("order_violations", "order_violation_examples",
-                         "per-key order violations"))
-                    if r[k]]
-        rows = [ref, grp, fil, sc0, sc1]
-        for r in rows:
-            r.pop("work_dir", None)
-        for rs in runs.values():
-            for r in rs:
-                if not (r.get("duplicates") or r.get("order_violations")):
-                    r.pop("work_dir", None)
+            ref = median_run(runs["kcat"])
+            ref["vs_reference"] = 1.0
+            grp = median_run(runs["kcat_group"])
+            grp["vs_reference"] = grp["records_per_s"] / ref["records_per_s"]
+            fil = median_run(runs["file"])
+            fil["vs_reference"] = fil["records_per_s"] / ref["records_per_s"]
+            fil["cpu_vs_reference"] = fil["cpu_us_per_record"] / ref["cpu_us_per_record"]
+            fil["vs_group_reference"] = fil["records_per_s"] / grp["records_per_s"]
+            sc0 = median_run(runs["scripted0"])
+            sc1 = median_run(runs["scripted1"])
+            for r in (sc0, sc1):
+                r["vs_reference"] = r["records_per_s"] / ref["records_per_s"]
+                r["cpu_vs_reference"] = r["cpu_us_per_record"] / ref["cpu_us_per_record"]
+                r["vs_group_reference"] = r["records_per_s"] / grp["records_per_s"]
+            sc1["vs_no_failures"] = sc1["records_per_s"] / sc0["records_per_s"]
+            # Delivery problems in any run (not only the median one) fail the run,
+            # after the table is printed and latest.json written.
+            problems = [f"{r['scenario']}: {r[k]} {what} (e.g. {'; '.join(r[ex][:2])}), "
+                        f"output kept in {r['work_dir']}"
+                        for key in ("scripted0", "scripted1") for r in runs[key]
+                        for k, ex, what in (
+                            ("duplicates", "duplicate_examples", "duplicate lines"),
+                            ("order_violations", "order_violation_examples",
+                             "per-key order violations"))
+                        if r[k]]
+            rows = [ref, grp, fil, sc0, sc1]
+            for r in rows:
+                r.pop("work_dir", None)
+            for rs in runs.values():
+                for r in rs:
+                    if not (r.get("duplicates") or r.get("order_violations")):
+                        r.pop("work_dir", None)
 
-        print()
-        print(f"connectd bench: {n:,} records of ~{avg_value:.0f} B over {KEYS:,} keys, "
-              f"{PARTITIONS} partitions, broker {bootstrap}; median of {repeat} runs")
-        if overrides:
-            print(f"overrides (not the default scenario): {json.dumps(overrides)}")
-        print(table(rows))
-        print()
-        print(f"consume → sink-file reaches {fil['vs_reference']:.1%} of kcat's raw consume rate "
-              f"(target ≥ 50%) and {fil['vs_group_reference']:.1%} of kcat -G's, "
-              f"at {fil['cpu_vs_reference']:.1f}× kcat's CPU per record; first record after "
-              f"{fil['first_record_s']:.2f}s (kcat -G: {grp['first_record_s']:.2f}s).")
-        print(f"consume → scripted sink reaches {sc0['vs_reference']:.1%} of kcat's rate with no "
-              f"failures ({sc0['cpu_vs_reference']:.1f}× its CPU per record) and "
-              f"{sc1['vs_reference']:.1%} with 1% transient failures "
-              f"({sc1['cpu_vs_reference']:.1f}× its CPU per record): 1% failures run at "
-              f"{sc1['vs_no_failures']:.2f}× the 0% rate (retry backoff "
-              f"{sc1['retry']['initial_ms']}–{sc1['retry']['max_ms']} ms).")
-        dup_total = sum(r["duplicates"] for k in ("scripted0", "scripted1") for r in runs[k])
-        ord_total = sum(r["order_violations"] for k in ("scripted0", "scripted1")
-                        for r in runs[k])
-        print(f"scripted sink delivery over all {2 * repeat} runs: every record present, "
-              f"{dup_total} duplicate lines, {ord_total} per-key order violations.")
+            print()
+            print(f"connectd bench: {n:,} records of ~{avg_value:.0f} B over {KEYS:,} keys, "
+                  f"{PARTITIONS} partitions, broker {bootstrap}; median of {repeat} runs")
+            if overrides:
+                print(f"overrides (not the default scenario): {json.dumps(overrides)}")
+            print(table(rows))
+            print()
+            print(f"consume → sink-file reaches {fil['vs_reference']:.1%} of kcat's raw consume rate "
+                  f"(target ≥ 50%) and {fil['vs_group_reference']:.1%} of kcat -G's, "
+                  f"at {fil['cpu_vs_reference']:.1f}× kcat's CPU per record; first record after "
+                  f"{fil['first_record_s']:.2f}s (kcat -G: {grp['first_record_s']:.2f}s).")
+            print(f"consume → scripted sink reaches {sc0['vs_reference']:.1%} of kcat's rate with no "
+                  f"failures ({sc0['cpu_vs_reference']:.1f}× its CPU per record) and "
+                  f"{sc1['vs_reference']:.1%} with 1% transient failures "
+                  f"({sc1['cpu_vs_reference']:.1f}× its CPU per record): 1% failures run at "
+                  f"{sc1['vs_no_failures']:.2f}× the 0% rate (retry backoff "
+                  f"{sc1['retry']['initial_ms']}–{sc1['retry']['max_ms']} ms).")
+            dup_total = sum(r["duplicates"] for k in ("scripted0", "scripted1") for r in runs[k])
+            ord_total = sum(r["order_violations"] for k in ("scripted0", "scripted1")
+                            for r in runs[k])
+            print(f"scripted sink delivery over all {2 * repeat} runs: every record present, "
+                  f"{dup_total} duplicate lines, {ord_total} per-key order violations.")
+            consume_doc = {
+                "avg_value_bytes": avg_value,
+                "scenarios": [
+                    {**ref, "reference": None, "runs": runs["kcat"]},
+                    {**grp, "reference": ref["scenario"], "runs": runs["kcat_group"]},
+                    {**fil, "reference": ref["scenario"], "target_vs_reference": 0.5,
+                     "runs": runs["file"]},
+                    {**sc0, "reference": ref["scenario"], "runs": runs["scripted0"]},
+                    {**sc1, "reference": ref["scenario"], "runs": runs["scripted1"]},
+                ],
+                "table": rows,
+                "perf_report": perf_report,
+            }
+        if "dynamodb" in only:
+            if ids is None:
+                produced = True
+                log(f"topic {topic}: {n} records over {KEYS} keys, {PARTITIONS} partitions; "
+                    f"work dir {workroot}")
+                create_topic(bootstrap, topic)
+                ids, avg_value = produce(bootstrap, topic, n, run_id, workroot)
+                run_kcat(bootstrap, topic, n, workroot)
+                run_kcat(bootstrap, topic, n, workroot, group=f"bench-warmup-{run_id}")
+            ddb_doc = ddb_scenarios(bootstrap, topic, n, ids, repeat, keep, workroot, overrides)
+        if "ingest" in only:
+            ingest_doc = ingest_scenarios(bootstrap, scale, keep, workroot, overrides)
         doc = {
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "scale": scale, "repeat": repeat, "records": n, "keys": KEYS,
-            "partitions": PARTITIONS, "avg_value_bytes": avg_value, "topic": topic,
-            "bootstrap": bootstrap, "host": host_info(), "overrides": overrides,
+            "partitions": PARTITIONS, "topic": topic, "scenarios_run": sorted(only),
+            "bootstrap": bootstrap, "host": host, "overrides": overrides,
             "columns": [h for h, _, _ in COLUMNS],
-            "scenarios": [
-                {**ref, "reference": None, "runs": runs["kcat"]},
-                {**grp, "reference": ref["scenario"], "runs": runs["kcat_group"]},
-                {**fil, "reference": ref["scenario"], "target_vs_reference": 0.5,
-                 "runs": runs["file"]},
-                {**sc0, "reference": ref["scenario"], "runs": runs["scripted0"]},
-                {**sc1, "reference": ref["scenario"], "runs": runs["scripted1"]},
-            ],
             "delivery_problems": problems,
-            "table": rows,
-            "perf_report": perf_report,
             "elapsed_s": time.monotonic() - started,
+            **consume_doc,
         }
+        if ddb_doc:
+            doc["dynamodb"] = ddb_doc
+        if ingest_doc:
+            doc["ingest"] = ingest_doc
         (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         print(f"written {RESULTS.relative_to(ROOT) / 'latest.json'} "
               f"({time.monotonic() - started:.0f}s)")
@@ -948,7 +1575,7 @@ def main():
             raise BenchError("scripted sink delivery check failed:\n  " + "\n  ".join(problems))
         ok = True
     finally:
-        if not keep:
+        if not keep and produced:
             err = topic_admin(bootstrap, "delete-topic", topic)
             if err:
                 log(f"could not delete topic {topic}: {err}")
