@@ -13,6 +13,8 @@
  *   http_schema.c  JSON pointers and the JSON Schema subset events are
  *                  checked against
  *   http_auth.c    API keys (stored as SHA-256 hashes) and JWTs
+ *   http_ws.c      ws_routes: API Gateway WebSocket $connect/$disconnect
+ *                  into the Redis connection registry
  *   http.h         the context struct and friends
  *
  * The path of one request through this file:
@@ -151,6 +153,20 @@ static const cd_option http_options[] = {
         .type = CD_OPT_STRING,
         .description = "RS256 public key (PEM): accept Authorization: Bearer JWTs it verifies",
     },
+    {
+        .name = "ws_routes",
+        .type = CD_OPT_BOOL,
+        .default_value = "false",
+        .description = "Serve POST /v1/ws/connect and /v1/ws/disconnect (API Gateway WebSocket "
+                       "integration) into the Redis connection registry; needs redis_url",
+    },
+    {
+        .name = "ws_key_prefix",
+        .type = CD_OPT_STRING,
+        .default_value = "ws:",
+        .description = "Prefix of the registry's Redis keys ({prefix}customer:{id}, "
+                       "{prefix}connection:{id}); sink-websocket must use the same",
+    },
     {0},
 };
 
@@ -190,8 +206,8 @@ static void http_metric_add(http_ctx *ctx, cd_metric *m, double delta) {
 
 /* Answers req with `body` as compact JSON (takes the reference) and the
  * Cache-Control header plus up to two more. */
-static void http_send_json(http_ctx *ctx, cd_http_request *req, int status, json_t *body,
-                           const char *h1, const char *h2) {
+void http_send_json(http_ctx *ctx, cd_http_request *req, int status, json_t *body, const char *h1,
+                    const char *h2) {
     const char *headers[] = {"Cache-Control: no-store", h1, h2, NULL};
     if (h1 == NULL) headers[1] = h2, headers[2] = NULL;
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -206,8 +222,8 @@ static void http_send_json(http_ctx *ctx, cd_http_request *req, int status, json
 }
 
 /* {"error": error} (and "field" when field is not NULL). */
-static void http_send_error(http_ctx *ctx, cd_http_request *req, int status, const char *error,
-                            const char *field, const char *h1, const char *h2) {
+void http_send_error(http_ctx *ctx, cd_http_request *req, int status, const char *error,
+                     const char *field, const char *h1, const char *h2) {
     json_t *o = json_object();
     json_object_set_new(o, "error", json_string(error));
     if (field) json_object_set_new(o, "field", json_string(field));
@@ -683,6 +699,52 @@ static void http_healthz(http_ctx *ctx, cd_http_request *req, const char *method
                    strcmp(state, "ok") == 0 ? NULL : ctx->retry_after, NULL);
 }
 
+/* Checks the request's credentials when auth is configured: 0 (and the
+ * JWT's sub in *sub when sub is not NULL), or -1 after answering 401. */
+static int http_authorize(http_ctx *ctx, cd_http_request *req, char **sub) {
+    const cd_host *host = ctx->host;
+    if (sub) *sub = NULL;
+    if (!http_auth_enabled(&ctx->auth)) return 0;
+    char why[128] = "";
+    http_auth_result a =
+        http_auth_check_sub(&ctx->auth, host->http_header(req, "x-api-key"),
+                            host->http_header(req, "authorization"), sub, why, sizeof(why));
+    if (a == HTTP_AUTH_OK) return 0;
+    http_metric_add(ctx, ctx->m_unauthorized, 1);
+    if (host->log_enabled(ctx->inst, CD_LOG_DEBUG))
+        host->log(ctx->inst, CD_LOG_DEBUG, "401 for %s: %s", host->http_peer(req), why);
+    http_send_error(ctx, req, 401,
+                    a == HTTP_AUTH_MISSING ? "authentication required" : "invalid credentials",
+                    NULL,
+                    a == HTTP_AUTH_MISSING ? "WWW-Authenticate: Bearer realm=\"connectd\""
+                                           : "WWW-Authenticate: Bearer realm=\"connectd\", "
+                                             "error=\"invalid_token\"",
+                    NULL);
+    return -1;
+}
+
+/* POST /v1/ws/connect or /v1/ws/disconnect (ws_routes). */
+static void http_ws_route(http_ctx *ctx, cd_http_request *req, const char *method, int connect) {
+    if (ctx->stopping) {
+        http_send_error(ctx, req, 503, "shutting down: retry on another instance", NULL,
+                        ctx->retry_after, NULL);
+        return;
+    }
+    if (strcmp(method, "POST") != 0) {
+        http_send_error(ctx, req, 405, "method not allowed: use POST", NULL, "Allow: POST", NULL);
+        return;
+    }
+    char *sub = NULL;
+    if (http_authorize(ctx, req, &sub) < 0) return;
+    const char *ct = ctx->host->http_header(req, "content-type");
+    if (ct && http_media_type(ct) != 1) {
+        http_send_error(ctx, req, 415, "Content-Type must be application/json", NULL, NULL, NULL);
+    } else {
+        http_ws_handle(ctx, req, connect, sub);
+    }
+    free(sub);
+}
+
 static void http_on_request(cd_http_request *req, void *opaque) {
     http_ctx *ctx = opaque;
     const cd_host *host = ctx->host;
@@ -692,6 +754,11 @@ static void http_on_request(cd_http_request *req, void *opaque) {
 
     if (strcmp(path, "/healthz") == 0) {
         http_healthz(ctx, req, method);
+        return;
+    }
+    if (ctx->ws_routes &&
+        (strcmp(path, "/v1/ws/connect") == 0 || strcmp(path, "/v1/ws/disconnect") == 0)) {
+        http_ws_route(ctx, req, method, strcmp(path, "/v1/ws/connect") == 0);
         return;
     }
     static const char prefix[] = "/v1/events/";
@@ -713,25 +780,7 @@ static void http_on_request(cd_http_request *req, void *opaque) {
         http_send_error(ctx, req, 405, "method not allowed: use POST", NULL, "Allow: POST", NULL);
         return;
     }
-    if (http_auth_enabled(&ctx->auth)) {
-        char why[128] = "";
-        http_auth_result a =
-            http_auth_check(&ctx->auth, host->http_header(req, "x-api-key"),
-                            host->http_header(req, "authorization"), why, sizeof(why));
-        if (a != HTTP_AUTH_OK) {
-            http_metric_add(ctx, ctx->m_unauthorized, 1);
-            if (host->log_enabled(ctx->inst, CD_LOG_DEBUG))
-                host->log(ctx->inst, CD_LOG_DEBUG, "401 for %s: %s", host->http_peer(req), why);
-            http_send_error(
-                ctx, req, 401,
-                a == HTTP_AUTH_MISSING ? "authentication required" : "invalid credentials", NULL,
-                a == HTTP_AUTH_MISSING ? "WWW-Authenticate: Bearer realm=\"connectd\""
-                                       : "WWW-Authenticate: Bearer realm=\"connectd\", "
-                                         "error=\"invalid_token\"",
-                NULL);
-            return;
-        }
-    }
+    if (http_authorize(ctx, req, NULL) < 0) return;
     const http_topic *topic = http_conf_topic(ctx, topic_name);
     if (topic == NULL) {
         char msg[160];
@@ -787,6 +836,10 @@ static int http_start(void *vctx, char *errbuf, size_t errlen) {
     http_ctx *ctx = vctx;
     const cd_host *host = ctx->host;
     ctx->loop = host->loop(ctx->inst);
+    if (ctx->ws_routes) {
+        int w = http_ws_start(ctx, errbuf, errlen);
+        if (w < 0) return w;
+    }
     cd_http_limits lim = {
         .max_body = ctx->max_body,
         .max_header_bytes = 16384,
@@ -815,6 +868,11 @@ static int http_start(void *vctx, char *errbuf, size_t errlen) {
                   ? "API keys or JWT"
               : ctx->auth.nkeys ? "API keys"
                                 : "JWT");
+    if (ctx->ws_routes)
+        host->log(ctx->inst, CD_LOG_INFO,
+                  "ws_routes: POST /v1/ws/connect and /v1/ws/disconnect, Redis keys %scustomer:* "
+                  "and %sconnection:*",
+                  ctx->ws_prefix, ctx->ws_prefix);
     return 0;
 }
 

@@ -1,8 +1,8 @@
 /*
  * source-http — the context of one configured HTTP ingest source.
  *
- * Private to the plugin (http.c, http_conf.c, http_schema.c and http_auth.c
- * include it; nothing else does).  The structs:
+ * Private to the plugin (http.c, http_conf.c, http_schema.c, http_auth.c and
+ * http_ws.c include it; nothing else does).  The structs:
  *
  *   http_ctx      one configured source: options, topics with their schemas,
  *                 auth, the server, requests waiting for delivery reports
@@ -122,6 +122,12 @@ typedef enum http_auth_result {
  * log, not for the client). */
 http_auth_result http_auth_check(const http_auth *a, const char *api_key, const char *authorization,
                                  char *why, size_t whylen);
+/* The same check; when it passes on a JWT, *sub is a copy of its `sub`
+ * claim ("" when it has no string sub; the caller frees), else NULL (an API
+ * key). */
+http_auth_result http_auth_check_sub(const http_auth *a, const char *api_key,
+                                     const char *authorization, char **sub, char *why,
+                                     size_t whylen);
 void http_auth_free(http_auth *a);
 
 /* ------------------------------------------------------------ context */
@@ -194,6 +200,10 @@ struct http_ctx {
     uint64_t ack_timeout_ms;
     char retry_after[32]; /* "Retry-After: N" */
     http_auth auth;
+    int ws_routes;     /* POST /v1/ws/connect and /v1/ws/disconnect served */
+    char *ws_prefix;   /* Redis key prefix of the connection registry (owned) */
+    size_t ws_pending; /* ws requests waiting for Redis */
+    int ws_failing;    /* the last ws request got 503 from Redis (log once per outage) */
 
     /* Metrics; owned by the engine, NULL with a host that has none. */
     cd_metric *m_requests;
@@ -245,5 +255,30 @@ void http_conf_destroy(http_ctx *ctx);
 
 /* Index of the allow-listed topic named name, or NULL. */
 const http_topic *http_conf_topic(const http_ctx *ctx, const char *name);
+
+/* ---------------------------------------------------------- http_ws.c */
+
+/* Seconds a registry entry lives unless refreshed (sink-websocket refreshes
+ * it on pong with the same value). */
+#define HTTP_WS_TTL_S 86400
+/* Longest connectionId / customerId accepted (bytes). */
+#define HTTP_WS_ID_MAX 512
+
+/* Sends a PING through the engine's Redis client: fails start with errbuf
+ * when the engine has no redis_url (CD_ERR_UNSUPPORTED); any other failure
+ * only means Redis is not up yet (the routes answer 503 until it is). */
+int http_ws_start(http_ctx *ctx, char *errbuf, size_t errlen);
+
+/* Serves POST /v1/ws/connect (connect 1) or /v1/ws/disconnect (connect 0)
+ * once the request passed auth; sub is the JWT's sub claim (NULL with an API
+ * key or without auth).  Answers req, now or from a Redis callback. */
+void http_ws_handle(http_ctx *ctx, cd_http_request *req, int connect, const char *sub);
+
+/* Answers req with {"error": error} (and "field" when not NULL), http.c. */
+void http_send_error(http_ctx *ctx, cd_http_request *req, int status, const char *error,
+                     const char *field, const char *h1, const char *h2);
+/* Answers req with body (takes the reference), http.c. */
+void http_send_json(http_ctx *ctx, cd_http_request *req, int status, json_t *body, const char *h1,
+                    const char *h2);
 
 #endif /* CONNECTD_SOURCE_HTTP_H */

@@ -161,7 +161,7 @@ static int http_jwt_hs256_ok(const http_auth *a, const char *signed_part, size_t
     return ok;
 }
 
-static http_auth_result http_auth_jwt(const http_auth *a, const char *token, char *why,
+static http_auth_result http_auth_jwt(const http_auth *a, const char *token, char **sub, char *why,
                                       size_t whylen) {
     size_t len = strlen(token);
     const char *dot1 = memchr(token, '.', len);
@@ -229,6 +229,15 @@ static http_auth_result http_auth_jwt(const http_auth *a, const char *token, cha
         snprintf(why, whylen, "JWT not valid yet (nbf)");
         r = HTTP_AUTH_INVALID;
     }
+    if (r == HTTP_AUTH_OK && sub) {
+        const char *subject = json_string_value(json_object_get(claims, "sub"));
+        /* No string sub: "", which names no customer. */
+        *sub = strdup(subject ? subject : "");
+        if (*sub == NULL) {
+            snprintf(why, whylen, "out of memory");
+            r = HTTP_AUTH_INVALID;
+        }
+    }
     json_decref(claims);
     return r;
 }
@@ -237,6 +246,13 @@ static http_auth_result http_auth_jwt(const http_auth *a, const char *token, cha
 
 http_auth_result http_auth_check(const http_auth *a, const char *api_key, const char *authorization,
                                  char *why, size_t whylen) {
+    return http_auth_check_sub(a, api_key, authorization, NULL, why, whylen);
+}
+
+http_auth_result http_auth_check_sub(const http_auth *a, const char *api_key,
+                                     const char *authorization, char **sub, char *why,
+                                     size_t whylen) {
+    if (sub) *sub = NULL;
     const char *bearer = NULL;
     if (authorization) {
         const char *s = authorization;
@@ -263,13 +279,13 @@ http_auth_result http_auth_check(const http_auth *a, const char *api_key, const 
         size_t n = strlen(bearer);
         while (n && (bearer[n - 1] == ' ' || bearer[n - 1] == '\t'))
             n--;
-        if (n == strlen(bearer)) return http_auth_jwt(a, bearer, why, whylen);
+        if (n == strlen(bearer)) return http_auth_jwt(a, bearer, sub, why, whylen);
         char *copy = strndup(bearer, n);
         if (copy == NULL) {
             snprintf(why, whylen, "out of memory");
             return HTTP_AUTH_INVALID;
         }
-        http_auth_result r = http_auth_jwt(a, copy, why, whylen);
+        http_auth_result r = http_auth_jwt(a, copy, sub, why, whylen);
         free(copy);
         return r;
     }

@@ -215,6 +215,20 @@ int http_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cf
     ctx->body_timeout_ms = (uint64_t)http_conf_int(host, cfg, "body_timeout_ms", 30000);
     ctx->idle_timeout_ms = (uint64_t)http_conf_int(host, cfg, "idle_timeout_ms", 60000);
     ctx->ack_timeout_ms = (uint64_t)http_conf_int(host, cfg, "ack_timeout_ms", 10000);
+    ctx->ws_routes = host->cfg_bool(cfg, "ws_routes");
+    const char *prefix = host->cfg_string(cfg, "ws_key_prefix");
+    ctx->ws_prefix = strdup(prefix ? prefix : "ws:");
+    if (ctx->ws_prefix == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        http_conf_destroy(ctx);
+        return CD_ERR_NOMEM;
+    }
+    if (ctx->ws_routes && !CD_HOST_HAS(host, redis_command)) {
+        snprintf(errbuf, errlen,
+                 "ws_routes: this engine has no Redis client in its host table (ABI 1.4 needed)");
+        http_conf_destroy(ctx);
+        return CD_ERR_UNSUPPORTED;
+    }
     snprintf(ctx->retry_after, sizeof(ctx->retry_after), "Retry-After: %lld",
              (long long)http_conf_int(host, cfg, "retry_after_s", 1));
     *out = ctx;
@@ -237,6 +251,7 @@ void http_conf_destroy(http_ctx *ctx) {
     http_pointer_free(&ctx->key);
     http_auth_free(&ctx->auth);
     free(ctx->listen);
+    free(ctx->ws_prefix);
     free(ctx->scratch);
     free(ctx);
 }
