@@ -106,7 +106,8 @@ class Engine:
         for name, body in pipelines.items():
             text = body if isinstance(body, str) else json.dumps(body, indent=2)
             (self.dir / f"{name}.json").write_text(text)
-        self.env = dict(os.environ, **(env or {}))
+        # A value of None removes the variable from the engine's environment.
+        self.env = {k: v for k, v in dict(os.environ, **(env or {})).items() if v is not None}
         self.proc = None
         self.log_path = self.dir / "connectd.log"
         self.runs = 0

@@ -443,3 +443,22 @@ def test_sigv4_and_iam_are_checked_by_moto_and_a_wrong_secret_is_dead_lettered(
     assert msg.startswith("SignatureDoesNotMatch: "), msg
     assert len(scan_all(reader, table)) == 60
     assert eng2.stop() == 0
+
+
+def test_no_aws_credentials_at_all_is_a_clear_start_up_error(kafka, engines, tmp_path):
+    """Neither environment keys nor a container endpoint: the pipeline does
+    not start, and the log says what was tried (not a crash at the first
+    write)."""
+    none = {k: None for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                              "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                              "AWS_CONTAINER_CREDENTIALS_FULL_URI")}
+    env = dict(none, DDB_ENDPOINT="http://127.0.0.1:1", AWS_REGION=REGION)
+    eng = engines({"bootstrap.servers": kafka["KAFKA_BOOTSTRAP"]},
+                  {"p": pipeline("no-creds", unique("no-creds"),
+                                 sink("t", item={"pk": "${/customerId}"}))}, env=env).start()
+    rc = eng.proc.wait(timeout=30)
+    logs = eng.logs()
+    assert rc == 1, logs[-2000:]
+    assert "[no-creds] failed to start:" in logs
+    assert "no AWS credentials" in logs and "AWS_ACCESS_KEY_ID" in logs and \
+        "AWS_CONTAINER_CREDENTIALS" in logs, logs[-2000:]
