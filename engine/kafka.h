@@ -43,7 +43,7 @@ void kafka_conf_force(rd_kafka_conf_t *conf, const json_t *props, const char *na
 /* Routes librdkafka's logs into the engine log with a prefix. */
 void kafka_conf_set_logger(rd_kafka_conf_t *conf);
 /* A one-line description of where and how a client connects, e.g.
- * "127.0.0.1:39093 (SASL_SSL, SCRAM-SHA-512)" for error messages. */
+ * "127.0.0.1:29093 (SASL_SSL, SCRAM-SHA-512)" for error messages. */
 void kafka_describe_listener(const json_t *props, char *out, size_t outlen);
 
 /* ----------------------------------------------------------------- producer */
