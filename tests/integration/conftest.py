@@ -45,11 +45,17 @@ def kcat(args, input_bytes=None, timeout=120, check=True):
     return p
 
 
-def kafka_admin(*args, timeout=120):
-    p = subprocess.run(["node", str(ROOT / "scripts" / "kafka-admin.js"), *map(str, args)],
-                       capture_output=True, timeout=timeout)
-    assert p.returncode == 0, p.stderr.decode(errors="replace")
-    return p.stdout.decode()
+def kafka_admin(*args, timeout=120, attempts=5):
+    """Runs scripts/kafka-admin.js.  A broker that has just started may
+    still be loading its coordinator: a failure is tried again a few times."""
+    for attempt in range(attempts):
+        p = subprocess.run(["node", str(ROOT / "scripts" / "kafka-admin.js"), *map(str, args)],
+                           capture_output=True, timeout=timeout)
+        if p.returncode == 0:
+            return p.stdout.decode()
+        time.sleep(1 + attempt)
+    raise AssertionError(f"kafka-admin {' '.join(map(str, args))}: "
+                         + p.stderr.decode(errors="replace"))
 
 
 def create_topic(kafka, topic, partitions=3):
