@@ -20,50 +20,14 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "pyserver.h"
 
-extern char **environ;
 
 #define AUTH_TOKEN "Bearer c0nta1ner-t0ken/with+chars="
 
 /* ------------------------------------------------------------ the server */
-typedef struct peer {
-    pid_t pid;
-    int stdin_fd; /* closing it stops the server */
-    int port;
-} peer;
-
 static void peer_start(peer *s) {
-    int in[2], out[2];
-    cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
-    cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    char *argv[] = {"python3", CONNECTD_SOURCE_DIR "/tests/unit/awscreds_server.py", AUTH_TOKEN,
-                    NULL};
-    int r = posix_spawnp(&s->pid, "python3", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    cr_assert_eq(r, 0, "posix_spawnp python3: %s", strerror(r));
-    close(in[0]);
-    close(out[1]);
-    s->stdin_fd = in[1];
-    FILE *f = fdopen(out[0], "r");
-    cr_assert_not_null(f);
-    char line[64] = {0};
-    cr_assert_not_null(fgets(line, sizeof(line), f), "server printed no port");
-    fclose(f);
-    s->port = atoi(line);
-    cr_assert_gt(s->port, 0);
-}
-
-static void peer_stop(peer *s) {
-    if (!s->pid) return;
-    close(s->stdin_fd);
-    kill(s->pid, SIGTERM);
-    int st;
-    waitpid(s->pid, &st, 0);
-    s->pid = 0;
+    peer_start_script(s, "awscreds_server.py", AUTH_TOKEN);
 }
 
 /* ------------------------------------------------------------ the fixture */
