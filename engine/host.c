@@ -187,6 +187,65 @@ static int host_http_respond(cd_http_request *r, int status, const char *content
     return httpd_respond(host_req(r), status, content_type, body, len, extra_headers);
 }
 
+/* ------------------------------------------------------------ streams (1.5) */
+typedef struct host_stream {
+    cd_http_stream_cbs cbs;
+    void *opaque;
+} host_stream;
+
+static cd_http_stream *host_stream_of(httpd_stream *s) {
+    return (cd_http_stream *)(void *)s;
+}
+static httpd_stream *host_httpd_stream(const cd_http_stream *s) {
+    return (httpd_stream *)(uintptr_t)s;
+}
+
+static void host_stream_data(httpd_stream *s, const char *data, size_t len, void *opaque) {
+    host_stream *hs = opaque;
+    hs->cbs.on_data(host_stream_of(s), data, len, hs->opaque);
+}
+
+static void host_stream_closed(httpd_stream *s, void *opaque) {
+    host_stream *hs = opaque;
+    if (hs->cbs.on_closed) hs->cbs.on_closed(host_stream_of(s), hs->opaque);
+    free(hs);
+}
+
+static int host_http_is_upgrade(const cd_http_request *r) {
+    return httpd_req_is_upgrade(host_req(r));
+}
+
+static int host_http_upgrade(cd_http_request *r, const char *const *extra_headers,
+                             const cd_http_stream_cbs *cbs, void *opaque, cd_http_stream **out) {
+    if (!cbs || !cbs->on_data || !out) return CD_ERR_INVALID;
+    host_stream *hs = malloc(sizeof(*hs));
+    if (!hs) return CD_ERR_NOMEM;
+    hs->cbs = *cbs;
+    hs->opaque = opaque;
+    static const httpd_stream_cbs wrap = {host_stream_data, host_stream_closed};
+    httpd_stream *s = NULL;
+    int rc = httpd_upgrade(host_req(r), extra_headers, &wrap, hs, &s);
+    if (rc < 0) {
+        free(hs);
+        return rc;
+    }
+    *out = host_stream_of(s);
+    return 0;
+}
+
+static int host_stream_write(cd_http_stream *s, const void *data, size_t len) {
+    return httpd_stream_write(host_httpd_stream(s), data, len);
+}
+static size_t host_stream_pending(const cd_http_stream *s) {
+    return httpd_stream_pending(host_httpd_stream(s));
+}
+static void host_stream_close(cd_http_stream *s) {
+    httpd_stream_close(host_httpd_stream(s));
+}
+static const char *host_stream_peer(const cd_http_stream *s) {
+    return httpd_stream_peer(host_httpd_stream(s));
+}
+
 /* cd_buf and tbuf share their layout: one struct under two names. */
 _Static_assert(sizeof(cd_buf) == sizeof(tbuf) && offsetof(cd_buf, len) == offsetof(tbuf, len) &&
                    offsetof(cd_buf, cap) == offsetof(tbuf, cap),
@@ -431,20 +490,26 @@ static void host_redis_done(void *opaque, const redis_reply *reply) {
     free(c);
 }
 
+/* The engine's client, started on first use. */
+static int host_redis_client(engine *e, char *errbuf, size_t errlen) {
+    if (e->redis) return 0;
+    if (!e->conf->redis_url) {
+        snprintf(errbuf, errlen, "no redis_url in the engine config");
+        return CD_ERR_UNSUPPORTED;
+    }
+    if (redis_new(&e->redis, e->loop, e->conf->redis_url, errbuf, errlen) < 0) {
+        e->redis = NULL;
+        return CD_ERR_INVALID;
+    }
+    return 0;
+}
+
 static int host_redis_command(cd_instance *inst, cd_redis_cb cb, void *opaque, int argc,
                               const char **argv, const size_t *argvlen, char *errbuf,
                               size_t errlen) {
     engine *e = inst->eng;
-    if (!e->redis) {
-        if (!e->conf->redis_url) {
-            snprintf(errbuf, errlen, "no redis_url in the engine config");
-            return CD_ERR_UNSUPPORTED;
-        }
-        if (redis_new(&e->redis, e->loop, e->conf->redis_url, errbuf, errlen) < 0) {
-            e->redis = NULL;
-            return CD_ERR_INVALID;
-        }
-    }
+    int rc = host_redis_client(e, errbuf, errlen);
+    if (rc < 0) return rc;
     host_redis_call *c = malloc(sizeof(*c));
     if (!c) {
         snprintf(errbuf, errlen, "out of memory");
@@ -459,6 +524,70 @@ static int host_redis_command(cd_instance *inst, cd_redis_cb cb, void *opaque, i
                  r == REDIS_E_DISCONNECTED ? "not connected" : "command refused");
     }
     return r;
+}
+
+/* ------------------------------------------------------ Redis pub/sub (1.5) */
+_Static_assert(sizeof(cd_redis_message) == sizeof(redis_message) &&
+                   offsetof(cd_redis_message, channel) == offsetof(redis_message, channel) &&
+                   offsetof(cd_redis_message, payload_len) == offsetof(redis_message, payload_len),
+               "cd_redis_message and redis_message must match");
+
+struct cd_redis_sub {
+    engine *e;
+    cd_redis_message_cb cb;
+    void *opaque;
+    int pattern;
+    char name[];
+};
+
+static void host_redis_message(void *opaque, const redis_message *msg) {
+    cd_redis_sub *sub = opaque;
+    sub->cb(sub->opaque, (const cd_redis_message *)(const void *)msg);
+}
+
+static int host_redis_subscribe(cd_instance *inst, const char *channel, int pattern,
+                                cd_redis_message_cb cb, void *opaque, cd_redis_sub **out,
+                                char *errbuf, size_t errlen) {
+    engine *e = inst->eng;
+    if (!channel || !*channel || !cb || !out) {
+        snprintf(errbuf, errlen, "redis_subscribe: empty channel or no callback");
+        return CD_ERR_INVALID;
+    }
+    int rc = host_redis_client(e, errbuf, errlen);
+    if (rc < 0) return rc;
+    size_t len = strlen(channel);
+    cd_redis_sub *sub = malloc(sizeof(*sub) + len + 1);
+    if (!sub) {
+        snprintf(errbuf, errlen, "out of memory");
+        return CD_ERR_NOMEM;
+    }
+    sub->e = e;
+    sub->cb = cb;
+    sub->opaque = opaque;
+    sub->pattern = pattern != 0;
+    memcpy(sub->name, channel, len + 1);
+    rc = redis_subscribe(e->redis, sub->name, sub->pattern, host_redis_message, sub);
+    if (rc < 0) {
+        free(sub);
+        snprintf(errbuf, errlen, "redis %s: cannot subscribe to %s", e->conf->redis_url, channel);
+        return rc;
+    }
+    *out = sub;
+    return 0;
+}
+
+static void host_redis_unsubscribe(cd_redis_sub *sub) {
+    if (!sub) return;
+    /* After host_redis_shutdown the client is closing and forgets its
+     * subscriptions by itself. */
+    if (sub->e->redis)
+        redis_unsubscribe(sub->e->redis, sub->name, sub->pattern, host_redis_message, sub);
+    free(sub);
+}
+
+static int host_redis_subscribed(cd_instance *inst) {
+    engine *e = inst->eng;
+    return e->redis ? redis_subscribed(e->redis) : 0;
 }
 
 static void host_redis_closed(void *opaque) {
@@ -513,4 +642,13 @@ const cd_host engine_host = {
     .http_call = host_http_call,
     .aws_credentials_check = host_aws_credentials_check,
     .redis_command = host_redis_command,
+    .http_is_upgrade = host_http_is_upgrade,
+    .http_upgrade = host_http_upgrade,
+    .stream_write = host_stream_write,
+    .stream_pending = host_stream_pending,
+    .stream_close = host_stream_close,
+    .stream_peer = host_stream_peer,
+    .redis_subscribe = host_redis_subscribe,
+    .redis_unsubscribe = host_redis_unsubscribe,
+    .redis_subscribed = host_redis_subscribed,
 };

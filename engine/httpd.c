@@ -38,13 +38,14 @@
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-#define HD_READ_BUF       (64 * 1024)
-#define HD_WRITE_BATCH    64 /* buffers per uv_write */
-#define HD_LINGER_MS      1000
-#define HD_LINGER_MAX     (256 * 1024) /* bytes discarded before giving up on a lingering close */
-#define HD_INLINE_HEADERS 16
-#define HD_BODY_PREALLOC  (64 * 1024)
-#define HD_BACKLOG        511
+#define HD_READ_BUF        (64 * 1024)
+#define HD_WRITE_BATCH     64 /* buffers per uv_write */
+#define HD_LINGER_MS       1000
+#define HD_STREAM_CLOSE_MS 5000         /* a closed stream's queued bytes must be read by then */
+#define HD_LINGER_MAX      (256 * 1024) /* bytes discarded before giving up on a lingering close */
+#define HD_INLINE_HEADERS  16
+#define HD_BODY_PREALLOC   (64 * 1024)
+#define HD_BACKLOG         511
 /* Connections beyond max_connections still get a 503; beyond this many more
  * they are closed unanswered, so a connect flood cannot grow memory. */
 #define HD_REJECT_SLACK 1024
@@ -125,7 +126,8 @@ struct httpd_stream {
     int handles; /* open uv handles: tcp and timer */
     int in_feed;
     unsigned flush_linked : 1, reading : 1, paused : 1, no_more : 1, writing : 1, draining : 1,
-        lingering : 1, closing : 1, peer_eof : 1, rejected : 1, stream : 1, stream_live : 1;
+        lingering : 1, closing : 1, peer_eof : 1, rejected : 1, stream : 1, stream_live : 1,
+        stream_closing : 1;
     httpd_stream_cbs stream_cbs;
     void *stream_opaque;
     char peer[64];
@@ -772,7 +774,13 @@ static void hd_conn_arm_timer(hd_conn *c) {
         ms = HD_LINGER_MS;
         since = c->linger_since;
     } else if (c->stream) {
-        ms = 0; /* the stream's owner keeps its own time (pings) */
+        /* The stream's owner keeps its own time (pings); once it closes the
+         * stream, a peer that does not read what is queued has
+         * HD_STREAM_CLOSE_MS before the connection is dropped. */
+        if (c->stream_closing && c->writing) {
+            ms = HD_STREAM_CLOSE_MS;
+            since = c->linger_since;
+        }
     } else if (c->phase == HD_PHASE_HEAD && !c->no_more) {
         ms = l->header_timeout_ms;
         since = c->phase_since;
@@ -1329,7 +1337,9 @@ const char *httpd_stream_peer(const httpd_stream *s) {
 }
 
 void httpd_stream_close(httpd_stream *s) {
-    if (s->closing || s->lingering) return;
+    if (s->closing || s->lingering || s->stream_closing) return;
+    s->stream_closing = 1;
+    s->linger_since = uv_now(s->h->loop);
     if (s->q_tail) {
         s->q_tail->close_after = 1; /* after the last queued write */
         hd_conn_want_flush(s);
@@ -1338,6 +1348,7 @@ void httpd_stream_close(httpd_stream *s) {
     } else {
         s->draining = 1; /* on_write lingers once the queue is empty */
     }
+    hd_conn_arm_timer(s);
 }
 
 /* ------------------------------------------------------------------ server */

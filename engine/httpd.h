@@ -151,7 +151,9 @@ int httpd_stream_write(httpd_stream *s, const void *data, size_t len);
 /* Bytes queued and not yet handed to the kernel: a caller bounds its send
  * queue with this (close a client that does not read). */
 size_t httpd_stream_pending(const httpd_stream *s);
-/* Writes what is queued, then closes; on_closed follows. */
+/* Writes what is queued, then closes; on_closed follows.  A peer that has
+ * not read what is queued within 5 s is dropped (a client that stopped
+ * reading cannot hold the connection). */
 void httpd_stream_close(httpd_stream *s);
 /* The client's address, as httpd_req_peer. */
 const char *httpd_stream_peer(const httpd_stream *s);

@@ -66,10 +66,21 @@ typedef struct redis_sub {
     char *name;
     size_t name_len;
     int pattern;
-    int confirmed; /* the server confirmed it on the current connection */
-    redis_message_cb cb;
+    int confirmed;       /* the server confirmed it on the current connection */
+    redis_message_cb cb; /* NULL once unsubscribed (freed after the dispatch) */
     void *opaque;
 } redis_sub;
+
+/* An UNSUBSCRIBE sent and not yet confirmed.  hiredis drops a channel's
+ * callback when the confirmation arrives, so a SUBSCRIBE to the same name
+ * sent before then would lose its own confirmation and messages: it waits
+ * for this one instead. */
+typedef struct redis_unsub {
+    struct redis_unsub *next;
+    int pattern;
+    size_t name_len;
+    char name[];
+} redis_unsub;
 
 struct redis {
     uv_loop_t *loop;
@@ -78,6 +89,8 @@ struct redis {
     int db;
     redis_conn cmd, sub;
     redis_sub *subs, **subs_tail;
+    redis_unsub *unsubs;
+    int dispatching;     /* inside subscription callbacks: unsubscribed entries wait */
     size_t pending;      /* commands whose callback has not run yet */
     size_t handles_open; /* uv handles whose close callback has not run yet */
     int closing;
@@ -87,6 +100,14 @@ struct redis {
 };
 
 static void redis_conn_connect(redis_conn *c);
+
+static void redis_unsubs_clear(redis *r) {
+    while (r->unsubs) {
+        redis_unsub *u = r->unsubs;
+        r->unsubs = u->next;
+        free(u);
+    }
+}
 
 /* --------------------------------------------------------------- lifecycle */
 static void redis_finish_close(redis *r) {
@@ -99,6 +120,7 @@ static void redis_finish_close(redis *r) {
         free(s);
         s = next;
     }
+    redis_unsubs_clear(r);
     free(r->host);
     free(r);
     if (cb) cb(opaque);
@@ -218,11 +240,13 @@ static void redis_on_connect(const redisAsyncContext *ac, int status) {
         LOG_INFO("redis: %s connection to %s:%d restored", c->name, r->host, r->port);
         c->down_logged = 0;
     }
-    if (c->is_sub)
+    if (c->is_sub) {
+        redis_unsubs_clear(r); /* a new connection has no subscriptions */
         for (redis_sub *s = r->subs; s; s = s->next) {
             s->confirmed = 0;
-            redis_sub_send(r, s);
+            if (s->cb) redis_sub_send(r, s);
         }
+    }
 }
 
 static void redis_on_disconnect(const redisAsyncContext *ac, int status) {
@@ -444,7 +468,7 @@ int redis_connected(const redis *r) {
 int redis_subscribed(const redis *r) {
     if (!r->sub.connected) return 0;
     for (const redis_sub *s = r->subs; s; s = s->next)
-        if (!s->confirmed) return 0;
+        if (s->cb && !s->confirmed) return 0;
     return 1;
 }
 
@@ -639,6 +663,45 @@ static int redis_sub_matches(const redis_sub *s, int pattern, const redisReply *
            (size_t)name->len == s->name_len && memcmp(name->str, s->name, s->name_len) == 0;
 }
 
+static redis_unsub **redis_unsub_find(redis *r, int pattern, const char *name, size_t len) {
+    for (redis_unsub **u = &r->unsubs; *u; u = &(*u)->next)
+        if ((*u)->pattern == pattern && (*u)->name_len == len && memcmp((*u)->name, name, len) == 0)
+            return u;
+    return NULL;
+}
+
+/* Frees the entries unsubscribed during a dispatch. */
+static void redis_subs_sweep(redis *r) {
+    redis_sub **pp = &r->subs;
+    while (*pp) {
+        redis_sub *s = *pp;
+        if (s->cb) {
+            pp = &s->next;
+            continue;
+        }
+        *pp = s->next;
+        free(s->name);
+        free(s);
+    }
+    r->subs_tail = pp;
+}
+
+/* The server confirmed an UNSUBSCRIBE: a subscription to the same name
+ * made meanwhile can go out now. */
+static void redis_unsub_confirmed(redis *r, int pattern, const redisReply *name) {
+    if (name->type != REDIS_REPLY_STRING) return;
+    redis_unsub **u = redis_unsub_find(r, pattern, name->str, (size_t)name->len);
+    if (!u) return;
+    redis_unsub *gone = *u;
+    *u = gone->next;
+    free(gone);
+    for (redis_sub *s = r->subs; s; s = s->next)
+        if (s->cb && redis_sub_matches(s, pattern, name)) {
+            redis_sub_send(r, s);
+            break; /* one SUBSCRIBE confirms every entry of that name */
+        }
+}
+
 /* Every reply of the subscriber connection lands here: subscription
  * confirmations and messages.  hiredis calls it with NULL when it frees
  * the context; the subscriptions are ours and survive that. */
@@ -647,10 +710,15 @@ static void redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata) {
     const redisReply *rep = reply;
     if (rep == NULL || r->closing || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3) return;
     const redisReply *const *e = (const redisReply *const *)rep->element;
-    int pattern = redis_str_is(e[0], "psubscribe") || redis_str_is(e[0], "pmessage");
+    int pattern = redis_str_is(e[0], "psubscribe") || redis_str_is(e[0], "pmessage") ||
+                  redis_str_is(e[0], "punsubscribe");
     if (redis_str_is(e[0], "subscribe") || redis_str_is(e[0], "psubscribe")) {
         for (redis_sub *s = r->subs; s; s = s->next)
             if (redis_sub_matches(s, pattern, e[1])) s->confirmed = 1;
+        return;
+    }
+    if (redis_str_is(e[0], "unsubscribe") || redis_str_is(e[0], "punsubscribe")) {
+        redis_unsub_confirmed(r, pattern, e[1]);
         return;
     }
     const redisReply *chan, *payload;
@@ -664,10 +732,12 @@ static void redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata) {
         return;
     }
     if (chan->type != REDIS_REPLY_STRING || payload->type != REDIS_REPLY_STRING) return;
-    /* A callback may subscribe (appending) or close (subscriptions stay
-     * until the last handle closed), so walking on is safe. */
+    /* A callback may subscribe (appending), unsubscribe (the entry stays
+     * until the walk is over) or close (subscriptions stay until the last
+     * handle closed), so walking on is safe. */
+    r->dispatching++;
     for (redis_sub *s = r->subs; s && !r->closing; s = s->next) {
-        if (!redis_sub_matches(s, pattern, pattern ? e[1] : chan)) continue;
+        if (!s->cb || !redis_sub_matches(s, pattern, pattern ? e[1] : chan)) continue;
         redis_message m = {
             .pattern = pattern ? s->name : NULL,
             .channel = chan->str,
@@ -677,11 +747,14 @@ static void redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata) {
         };
         s->cb(s->opaque, &m);
     }
+    if (--r->dispatching == 0) redis_subs_sweep(r);
 }
 
 static void redis_sub_send(redis *r, redis_sub *s) {
     redisAsyncContext *ac = r->sub.ac;
     if (ac == NULL || !r->sub.connected) return; /* sent when it (re)connects */
+    if (redis_unsub_find(r, s->pattern, s->name, s->name_len))
+        return; /* sent when the UNSUBSCRIBE before it is confirmed */
     const char *argv[2] = {s->pattern ? "PSUBSCRIBE" : "SUBSCRIBE", s->name};
     size_t argvlen[2] = {strlen(argv[0]), s->name_len};
     if (redisAsyncCommandArgv(ac, redis_sub_cb, r, 2, argv, argvlen) != REDIS_OK)
@@ -709,5 +782,44 @@ int redis_subscribe(redis *r, const char *channel_or_pattern, int pattern, redis
         redis_conn_connect(&r->sub);
     else
         redis_sub_send(r, s);
+    return 0;
+}
+
+int redis_unsubscribe(redis *r, const char *channel_or_pattern, int pattern, redis_message_cb cb,
+                      void *opaque) {
+    if (r == NULL || channel_or_pattern == NULL) return CD_ERR_INVALID;
+    pattern = pattern != 0;
+    size_t len = strlen(channel_or_pattern);
+    redis_sub *found = NULL;
+    int others = 0;
+    for (redis_sub *s = r->subs; s; s = s->next) {
+        if (!s->cb || s->pattern != pattern || s->name_len != len ||
+            memcmp(s->name, channel_or_pattern, len) != 0)
+            continue;
+        if (!found && s->cb == cb && s->opaque == opaque)
+            found = s;
+        else
+            others = 1;
+    }
+    if (!found) return CD_ERR_INVALID;
+    found->cb = NULL;
+    if (r->dispatching == 0) redis_subs_sweep(r);
+    if (others || r->closing) return 0;
+    redisAsyncContext *ac = r->sub.ac;
+    if (ac == NULL || !r->sub.connected) return 0; /* nothing to undo on the server */
+    if (redis_unsub_find(r, pattern, channel_or_pattern, len)) return 0;
+    redis_unsub *u = malloc(sizeof(*u) + len + 1);
+    if (u == NULL) return 0; /* the server keeps sending; nobody listens */
+    u->pattern = pattern;
+    u->name_len = len;
+    memcpy(u->name, channel_or_pattern, len + 1);
+    const char *argv[2] = {pattern ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", channel_or_pattern};
+    size_t argvlen[2] = {strlen(argv[0]), len};
+    if (redisAsyncCommandArgv(ac, redis_sub_cb, r, 2, argv, argvlen) != REDIS_OK) {
+        free(u);
+        return 0;
+    }
+    u->next = r->unsubs;
+    r->unsubs = u;
     return 0;
 }

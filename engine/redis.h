@@ -143,6 +143,18 @@ int redis_command_argv(redis *r, redis_reply_cb cb, void *opaque, int argc, cons
 int redis_subscribe(redis *r, const char *channel_or_pattern, int pattern, redis_message_cb cb,
                     void *opaque);
 
+/*
+ * Ends the subscription redis_subscribe made with the same name, pattern
+ * flag, cb and opaque: cb is not called for it again, even from the
+ * dispatch under way (safe from inside any callback).  The server is sent
+ * (P)UNSUBSCRIBE once no other subscription holds the name; a subscription
+ * to that name made before the server confirms it is sent right after the
+ * confirmation (hiredis would otherwise lose it).  Returns 0, or
+ * CD_ERR_INVALID when no such subscription exists.
+ */
+int redis_unsubscribe(redis *r, const char *channel_or_pattern, int pattern, redis_message_cb cb,
+                      void *opaque);
+
 /* Whether the subscriber connection is up and has every subscription
  * confirmed by the server (1), or not (0): a message published now reaches
  * every subscription. */

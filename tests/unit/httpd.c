@@ -1423,3 +1423,45 @@ Test(httpd, answers_in_random_order_leave_in_request_order_across_split_reads) {
     cr_assert_leq(T.max_held, 3);
     cr_assert_eq(T.ret[0], 0);
 }
+
+/* A stream closed while its peer reads nothing: what is queued cannot be
+ * written, so the connection is dropped after HD_STREAM_CLOSE_MS (5 s)
+ * instead of holding the queue forever. */
+static void s_flood_data(httpd_stream *s, const char *data, size_t len, void *opaque) {
+    (void)data;
+    (void)len;
+    harness *t = opaque;
+    static char chunk[64 * 1024];
+    for (int i = 0; i < 256; i++)
+        httpd_stream_write(s, chunk, sizeof(chunk));
+    t->ret[1] = httpd_stream_pending(s) > 0;
+    httpd_stream_close(s);
+}
+
+static void h_flood(httpd_req *req, void *opaque) {
+    harness *t = opaque;
+    static const httpd_stream_cbs cbs = {s_flood_data, s_on_closed};
+    t->ret[0] = httpd_upgrade(req, NULL, &cbs, t, &t->stream);
+}
+
+static void c_flood(harness *t) {
+    cl c;
+    if (cl_open(&c, t->port) < 0) return;
+    int rcvbuf = 4096;
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    cl_send(&c, "GET /flood HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\ngo");
+    uint64_t start = now_ms();
+    while (!__atomic_load_n(&t->stream_closed, __ATOMIC_SEQ_CST) && now_ms() - start < 15000)
+        usleep(20 * 1000);
+    t->elapsed_ms = now_ms() - start;
+    cl_close(&c);
+}
+
+Test(httpd, a_closed_stream_whose_peer_does_not_read_is_dropped) {
+    run(NULL, h_flood, c_flood);
+    cr_assert_eq(T.ret[0], 0);
+    cr_assert_eq(T.ret[1], 1, "16 MiB should not all fit in the socket buffers");
+    cr_assert_eq(T.stream_closed, 1);
+    cr_assert(T.elapsed_ms >= 4000 && T.elapsed_ms < 12000, "dropped after %llu ms",
+              (unsigned long long)T.elapsed_ms);
+}

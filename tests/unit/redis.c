@@ -480,6 +480,83 @@ Test(redis, publish_from_another_connection_reaches_subscribers) {
     close_and_check(&loop, r);
 }
 
+/* Subscribers on the server for chan (PUBSUB NUMSUB), polled until it is
+ * want or 5 s pass, running the loop meanwhile. */
+static long long numsub_becomes(uv_loop_t *loop, const char *chan, long long want) {
+    redisContext *c = sync_connect();
+    cr_assert_not_null(c);
+    long long n = -1;
+    uint64_t end = uv_hrtime() + 5000ULL * 1000000ULL;
+    do {
+        redisReply *rep = redisCommand(c, "PUBSUB NUMSUB %s", chan);
+        cr_assert(rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2);
+        n = rep->element[1]->integer;
+        freeReplyObject(rep);
+        int never = 0;
+        if (n != want) run_until(loop, flag_set, &never, 20);
+    } while (n != want && uv_hrtime() < end);
+    redisFree(c);
+    return n;
+}
+
+static redis *self_unsub_client;
+static void self_unsub_cb(void *opaque, const redis_message *m) {
+    inbox *in = opaque;
+    inbox_cb(opaque, m);
+    cr_assert_eq(redis_unsubscribe(self_unsub_client, in->last_channel, 0, self_unsub_cb, in), 0);
+}
+
+Test(redis, unsubscribe_stops_delivery_and_resubscribe_races_safely) {
+    uv_loop_t loop;
+    redis *r = client_new(&loop);
+    char chan[128];
+    snprintf(chan, sizeof chan, "%s:unsub", key_prefix);
+    inbox a = {0}, b = {0}, c = {0}, d = {0};
+    cr_assert_eq(redis_subscribe(r, chan, 0, inbox_cb, &a), 0);
+    cr_assert_eq(redis_subscribe(r, chan, 0, inbox_cb, &b), 0);
+    cr_assert(run_until(&loop, is_subscribed, r, 5000));
+    cr_assert_eq(redis_unsubscribe(r, chan, 0, inbox_cb, &c), CD_ERR_INVALID, "never subscribed");
+    cr_assert_eq(redis_unsubscribe(r, chan, 1, inbox_cb, &a), CD_ERR_INVALID, "not a pattern");
+
+    /* One of two gone: the other still hears, the server still counts us. */
+    cr_assert_eq(redis_unsubscribe(r, chan, 0, inbox_cb, &a), 0);
+    cr_assert_eq(sync_integer("PUBLISH %s %s", chan, "one"), 1);
+    cr_assert(wait_count(&loop, &b.count, 1, 5000));
+    cr_assert_eq(a.count, 0);
+
+    /* The last one gone: the server forgets the channel. */
+    cr_assert_eq(redis_unsubscribe(r, chan, 0, inbox_cb, &b), 0);
+    cr_assert_eq(numsub_becomes(&loop, chan, 0), 0);
+    cr_assert_eq(sync_integer("PUBLISH %s %s", chan, "nobody"), 0);
+
+    /* Subscribe, unsubscribe and subscribe again before any reply: the last
+     * subscription must end up live on the server (hiredis alone would drop
+     * its callback when the UNSUBSCRIBE is confirmed). */
+    cr_assert_eq(redis_subscribe(r, chan, 0, inbox_cb, &c), 0);
+    cr_assert(run_until(&loop, is_subscribed, r, 5000));
+    cr_assert_eq(redis_unsubscribe(r, chan, 0, inbox_cb, &c), 0);
+    cr_assert_eq(redis_subscribe(r, chan, 0, inbox_cb, &d), 0);
+    cr_assert(run_until(&loop, is_subscribed, r, 5000));
+    cr_assert_eq(numsub_becomes(&loop, chan, 1), 1);
+    cr_assert_eq(sync_integer("PUBLISH %s %s", chan, "two"), 1);
+    cr_assert(wait_count(&loop, &d.count, 1, 5000));
+    cr_assert_str_eq(d.last_payload, "two");
+    cr_assert_eq(c.count, 0);
+    cr_assert_eq(redis_unsubscribe(r, chan, 0, inbox_cb, &d), 0);
+
+    /* A callback that unsubscribes itself hears exactly one message. */
+    inbox e = {0};
+    self_unsub_client = r;
+    cr_assert_eq(redis_subscribe(r, chan, 0, self_unsub_cb, &e), 0);
+    cr_assert(run_until(&loop, is_subscribed, r, 5000));
+    cr_assert_eq(numsub_becomes(&loop, chan, 1), 1);
+    cr_assert_eq(sync_integer("PUBLISH %s %s", chan, "x"), 1);
+    cr_assert(wait_count(&loop, &e.count, 1, 5000));
+    cr_assert_eq(numsub_becomes(&loop, chan, 0), 0);
+    cr_assert_eq(e.count, 1);
+    close_and_check(&loop, r);
+}
+
 /* ----------------------------------------------------------- reconnect */
 static int command_works(uv_loop_t *loop, redis *r, const char *key) {
     uint64_t end = uv_hrtime() + 10000ULL * 1000000ULL;

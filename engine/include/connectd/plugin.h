@@ -36,7 +36,7 @@ extern "C" {
 /* ABI version: major in the high 16 bits, minor in the low 16 bits.  A
  * minor bump only appends fields/functions; a major bump breaks layout. */
 #define CD_ABI_VERSION_MAJOR 1
-#define CD_ABI_VERSION_MINOR 4
+#define CD_ABI_VERSION_MINOR 5
 #define CD_ABI_VERSION       ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
 #define CD_ABI_MAJOR(v)      ((uint32_t)(v) >> 16)
 
@@ -245,6 +245,38 @@ typedef struct cd_redis_reply {
 
 typedef void (*cd_redis_cb)(void *opaque, const cd_redis_reply *reply);
 
+/* ------------------------------------------ protocol switch and pub/sub
+ * ABI 1.5.  A request carrying "Connection: upgrade" and an "Upgrade"
+ * header (http_is_upgrade) is the last one its connection reads as HTTP:
+ * the handler answers it normally (the connection closes after that) or
+ * switches protocols with http_upgrade, after which the connection is a
+ * raw byte stream (WebSocket frames, say).  A stream has no timeouts and
+ * never pauses reading: its owner keeps time (pings) and bounds what it
+ * queues with stream_pending. */
+typedef struct cd_http_stream cd_http_stream; /* opaque; valid until on_closed */
+
+typedef struct cd_http_stream_cbs {
+    /* Bytes from the peer, valid only during the call. */
+    void (*on_data)(cd_http_stream *s, const char *data, size_t len, void *opaque);
+    /* Exactly once, from the loop, when the stream is gone (the peer closed,
+     * an I/O error, stream_close, or the server closed); s must not be used
+     * afterwards. */
+    void (*on_closed)(cd_http_stream *s, void *opaque);
+} cd_http_stream_cbs;
+
+/* A message on a subscribed Redis channel; pointers valid only during the
+ * call.  pattern is the subscribed pattern, or NULL for a plain channel. */
+typedef struct cd_redis_message {
+    const char *pattern;
+    const char *channel;
+    size_t channel_len;
+    const char *payload; /* binary-safe, NUL-terminated too */
+    size_t payload_len;
+} cd_redis_message;
+
+typedef void (*cd_redis_message_cb)(void *opaque, const cd_redis_message *msg);
+typedef struct cd_redis_sub cd_redis_sub; /* opaque; one subscription */
+
 /* -------------------------------------------------------------- host table */
 typedef struct cd_instance cd_instance; /* one configured sink/source (opaque) */
 typedef struct cd_metric cd_metric;     /* a registered counter/gauge (opaque) */
@@ -378,6 +410,41 @@ typedef struct cd_host {
      * redis_url configured), a disconnected server, CD_ERR_BUSY. */
     int (*redis_command)(cd_instance *inst, cd_redis_cb cb, void *opaque, int argc,
                          const char **argv, const size_t *argvlen, char *errbuf, size_t errlen);
+
+    /* ABI 1.5: protocol switch on the HTTP server (see cd_http_stream).
+     * http_upgrade answers req with "101 Switching Protocols" plus
+     * extra_headers and turns its connection into a stream; cbs is copied,
+     * opaque borrowed until on_closed.  Returns 0 and *out (req is gone);
+     * CD_ERR_INVALID when req is not an unanswered upgrade request or a
+     * header is bad (req stays the caller's); CD_ERR_IO when the client is
+     * already gone (req is freed, no callback comes). */
+    int (*http_is_upgrade)(const cd_http_request *req);
+    int (*http_upgrade)(cd_http_request *req, const char *const *extra_headers,
+                        const cd_http_stream_cbs *cbs, void *opaque, cd_http_stream **out);
+    /* Queues len bytes (copied) after everything queued before.  Returns 0,
+     * or CD_ERR_IO once the stream is closing. */
+    int (*stream_write)(cd_http_stream *s, const void *data, size_t len);
+    /* Bytes queued and not yet taken by the kernel. */
+    size_t (*stream_pending)(const cd_http_stream *s);
+    /* Writes what is queued, then closes; on_closed follows. */
+    void (*stream_close)(cd_http_stream *s);
+    const char *(*stream_peer)(const cd_http_stream *s); /* "ip:port" */
+
+    /* ABI 1.5: Redis pub/sub on the engine's subscriber connection.
+     * redis_subscribe delivers every message on channel (pattern 0) or
+     * matching a glob (pattern 1, PSUBSCRIBE) to cb, from the loop, until
+     * redis_unsubscribe; the subscription is sent again after every
+     * reconnect (messages published meanwhile are lost: that is Redis
+     * pub/sub).  Returns 0 and *out, or negative with errbuf
+     * (CD_ERR_UNSUPPORTED: no redis_url).  redis_unsubscribe may be called
+     * from inside cb; cb is never called for that subscription afterwards.
+     * redis_subscribed is 1 when every subscription is confirmed by the
+     * server (a message published now reaches them all). */
+    int (*redis_subscribe)(cd_instance *inst, const char *channel, int pattern,
+                           cd_redis_message_cb cb, void *opaque, cd_redis_sub **out, char *errbuf,
+                           size_t errlen);
+    void (*redis_unsubscribe)(cd_redis_sub *sub);
+    int (*redis_subscribed)(cd_instance *inst);
 } cd_host;
 
 /* True when the engine's host table carries member `field`. */
