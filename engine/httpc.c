@@ -9,6 +9,7 @@
  */
 #include "httpc.h"
 #include "log.h"
+#include "sigv4.h"
 
 #include <curl/curl.h>
 #include <limits.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -67,6 +69,7 @@ struct httpc_pool {
     int dead;
     int depth;
     struct httpc_pool *prev, *next; /* open pools of c */
+    sigv4_key_cache *keys;          /* SigV4 signing key, derived once a day */
 };
 
 struct httpc_req {
@@ -137,7 +140,10 @@ static void httpc_pool_hold(httpc_pool *p) {
 static int httpc_pool_release(httpc_pool *p) {
     p->depth--;
     if (!p->dead) return 1;
-    if (p->depth == 0) free(p);
+    if (p->depth == 0) {
+        sigv4_key_cache_free(p->keys);
+        free(p);
+    }
     return 0;
 }
 
@@ -495,161 +501,6 @@ static int httpc_header_valid(const char *h) {
     return *v != '\0';
 }
 
-static int httpc_is_unreserved(char ch) {
-    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-           ch == '-' || ch == '.' || ch == '_' || ch == '~';
-}
-
-static int httpc_is_upper_hex(char ch) {
-    return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F');
-}
-
-/* Whether s is made of unreserved characters, `also`, and (when pct)
- * %XX escapes with upper-case hex: the form AWS's canonical request uses. */
-static int httpc_is_canonical(const char *s, size_t n, const char *also, int pct) {
-    for (size_t i = 0; i < n; i++) {
-        if (httpc_is_unreserved(s[i]) || (also && s[i] && strchr(also, s[i]))) continue;
-        if (pct && s[i] == '%' && i + 2 < n && httpc_is_upper_hex(s[i + 1]) &&
-            httpc_is_upper_hex(s[i + 2])) {
-            i += 2;
-            continue;
-        }
-        return 0;
-    }
-    return 1;
-}
-
-/* AWS sorts query parameters by encoded name, then by encoded value;
- * comparing whole "k=v" strings would put "a-=1" before "a=1". */
-static int httpc_query_pair_cmp(const char *a, size_t al, const char *b, size_t bl) {
-    size_t ak = strcspn(a, "="), bk = strcspn(b, "=");
-    if (ak > al) ak = al;
-    if (bk > bl) bk = bl;
-    int r = memcmp(a, b, ak < bk ? ak : bk);
-    if (r || ak != bk) return r ? r : (ak > bk) - (ak < bk);
-    const char *av = a + ak, *bv = b + bk;
-    size_t avl = al - ak, bvl = bl - bk;
-    r = memcmp(av, bv, avl < bvl ? avl : bvl);
-    return r ? r : (avl > bvl) - (avl < bvl);
-}
-
-/*
- * libcurl 7.88 builds the canonical request from the path and query exactly
- * as sent and sorts "name:value" lines rather than names.  AWS answers a
- * request it signed differently with a bare 403, so refuse here, with the
- * reason, what it would sign wrongly:
- *  - a path that is not already canonical (AWS encodes the sent path once
- *    more for every service but S3, so "@" or "%3D" can never match);
- *  - a query that is not "k=v" pairs, encoded and sorted;
- *  - a header name twice, or one name a prefix of another followed by a
- *    character sorting before ':' ("x-amz-meta" and "x-amz-meta-b");
- *  - an Authorization header (curl would then not sign at all).
- */
-static int httpc_check_sigv4(CURLU *u, const httpc_request *r, char *errbuf, size_t errlen) {
-    char *path = NULL, *query = NULL, *host = NULL;
-    int ret = 0;
-    /* "provider1:provider2:region:service"; curl takes a missing service
-     * from the host's first label. */
-    const char *service = NULL;
-    size_t service_len = 0;
-    const char *p = r->aws_sigv4;
-    for (int field = 0; field < 3 && p; field++) {
-        p = strchr(p, ':');
-        if (p) p++;
-    }
-    if (p) {
-        service = p;
-        service_len = strlen(p);
-    } else if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
-        service = host;
-        service_len = strcspn(host, ".");
-    }
-    int s3 = service && service_len == 2 && strncmp(service, "s3", 2) == 0;
-
-    if (curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
-        !httpc_is_canonical(path, strlen(path), "/", s3)) {
-        snprintf(errbuf, errlen,
-                 "SigV4: path \"%.80s\" needs encoding that libcurl's signer does not do; "
-                 "use only A-Z a-z 0-9 - . _ ~ /%s",
-                 path ? path : "?", s3 ? " and %XX" : "");
-        ret = CD_ERR_UNSUPPORTED;
-        goto out;
-    }
-    CURLUcode qc = curl_url_get(u, CURLUPART_QUERY, &query, 0);
-    if (qc == CURLUE_OK && query && *query) {
-        const char *prev = NULL;
-        size_t prev_len = 0;
-        for (const char *q = query; *q;) {
-            size_t n = strcspn(q, "&");
-            const char *eq = memchr(q, '=', n);
-            if (!eq || !httpc_is_canonical(q, (size_t)(eq - q), NULL, 1) ||
-                !httpc_is_canonical(eq + 1, n - (size_t)(eq - q) - 1, NULL, 1) ||
-                (prev && httpc_query_pair_cmp(prev, prev_len, q, n) > 0)) {
-                snprintf(errbuf, errlen,
-                         "SigV4: query \"%.80s\" must be canonical for libcurl's signer: "
-                         "k=v pairs, %%XX-encoded, sorted",
-                         query);
-                ret = CD_ERR_UNSUPPORTED;
-                goto out;
-            }
-            prev = q;
-            prev_len = n;
-            q += n;
-            if (*q == '&') q++;
-        }
-    }
-
-    /* The names curl will sign: ours plus the ones it adds. */
-    const char *names[64];
-    size_t lens[64], count = 0;
-    int user_host = 0, user_date = 0;
-    for (const char *const *h = r->headers; h && *h; h++) {
-        size_t n = strcspn(*h, ":");
-        if (n == 13 && strncasecmp(*h, "authorization", 13) == 0) {
-            snprintf(errbuf, errlen, "SigV4: an Authorization header would stop curl signing");
-            ret = CD_ERR_INVALID;
-            goto out;
-        }
-        if (n == 4 && strncasecmp(*h, "host", 4) == 0) user_host = 1;
-        if (n == 10 && strncasecmp(*h, "x-amz-date", 10) == 0) user_date = 1;
-        if (count == sizeof(names) / sizeof(names[0]) - 3) {
-            snprintf(errbuf, errlen, "SigV4: too many headers");
-            ret = CD_ERR_INVALID;
-            goto out;
-        }
-        names[count] = *h;
-        lens[count++] = n;
-    }
-    if (!user_host) names[count] = "host", lens[count++] = 4;
-    if (!user_date) names[count] = "x-amz-date", lens[count++] = 10;
-    if (r->aws_session_token && *r->aws_session_token)
-        names[count] = "x-amz-security-token", lens[count++] = 20;
-    for (size_t i = 0; i < count; i++) {
-        for (size_t j = 0; j < count; j++) {
-            if (i == j || lens[i] > lens[j] || strncasecmp(names[i], names[j], lens[i]) != 0)
-                continue;
-            if (lens[i] == lens[j] && i < j) {
-                snprintf(errbuf, errlen, "SigV4: header %.*s given twice; join the values",
-                         (int)lens[i], names[i]);
-                ret = CD_ERR_UNSUPPORTED;
-                goto out;
-            }
-            if (lens[i] < lens[j] && (unsigned char)names[j][lens[i]] < ':') {
-                snprintf(errbuf, errlen,
-                         "SigV4: headers %.*s and %.*s sort wrongly in libcurl's signer",
-                         (int)lens[i], names[i], (int)lens[j], names[j]);
-                ret = CD_ERR_UNSUPPORTED;
-                goto out;
-            }
-        }
-    }
-out:
-    curl_free(path);
-    curl_free(query);
-    curl_free(host);
-    return ret;
-}
-
 static int httpc_check_url(CURLU *u, const char *url, char *errbuf, size_t errlen) {
     char *scheme = NULL;
     int ret = 0;
@@ -700,6 +551,14 @@ static int httpc_check_request(const httpc_request *r, char *errbuf, size_t errl
             snprintf(errbuf, errlen, "aws_session_token holds a line break");
             return CD_ERR_INVALID;
         }
+        for (const char *const *h = r->headers; h && *h; h++) {
+            size_t n = strcspn(*h, ":");
+            if ((n == 13 && strncasecmp(*h, "authorization", 13) == 0) ||
+                (n == 10 && strncasecmp(*h, "x-amz-date", 10) == 0)) {
+                snprintf(errbuf, errlen, "SigV4: the %.*s header is the signer's", (int)n, *h);
+                return CD_ERR_INVALID;
+            }
+        }
     }
     CURLU *u = curl_url();
     if (!u) {
@@ -707,7 +566,6 @@ static int httpc_check_request(const httpc_request *r, char *errbuf, size_t errl
         return CD_ERR_NOMEM;
     }
     int ret = httpc_check_url(u, r->url, errbuf, errlen);
-    if (ret == 0 && r->aws_sigv4) ret = httpc_check_sigv4(u, r, errbuf, errlen);
     curl_url_cleanup(u);
     return ret;
 }
@@ -730,6 +588,162 @@ static int httpc_add_header(httpc_req *rq, const char *h, char *errbuf, size_t e
     }
     rq->headers = l;
     return 0;
+}
+
+/* ------------------------------------------------------------------ SigV4 */
+/* The Host header curl would send for u: the host, plus the port when the
+ * URL names one other than the scheme's default. */
+static int httpc_host_value(CURLU *u, char *out, size_t outlen) {
+    char *host = NULL, *port = NULL, *scheme = NULL;
+    int ret = -1;
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK) {
+        if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK) port = NULL;
+        int dflt = !port || (strcmp(scheme, "http") == 0 && strcmp(port, "80") == 0) ||
+                   (strcmp(scheme, "https") == 0 && strcmp(port, "443") == 0);
+        int n =
+            dflt ? snprintf(out, outlen, "%s", host) : snprintf(out, outlen, "%s:%s", host, port);
+        ret = n > 0 && (size_t)n < outlen ? 0 : -1;
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_free(scheme);
+    return ret;
+}
+
+/*
+ * Signs the request with our SigV4 signer (engine/sigv4.c) rather than
+ * libcurl 7.88's, which signs the path and query exactly as sent and sorts
+ * whole header lines: AWS encodes the path once more for every service but
+ * S3 (API Gateway's "/@connections/{id}"), sorts query pairs and header
+ * names, and answers anything else with a bare 403.  Every header we pass
+ * is signed, plus Host (which we then send ourselves, so the signed value
+ * is the sent one), X-Amz-Date and X-Amz-Security-Token.  The signing key
+ * is derived once per day and kept in the pool.
+ */
+static int httpc_sign(httpc_req *rq, const httpc_request *r, const char *method, char *errbuf,
+                      size_t errlen) {
+    /* "provider1:provider2:region:service" */
+    const char *f[4] = {r->aws_sigv4, NULL, NULL, NULL};
+    for (int i = 1; i < 4 && f[i - 1]; i++) {
+        f[i] = strchr(f[i - 1], ':');
+        if (f[i]) f[i]++;
+    }
+    if (!f[3] || !*f[3] || strchr(f[3], ':') || f[3] - f[2] < 2) {
+        snprintf(errbuf, errlen, "aws_sigv4 \"%s\": want provider1:provider2:region:service",
+                 r->aws_sigv4);
+        return CD_ERR_INVALID;
+    }
+    char region[64], service[64];
+    size_t rl = (size_t)(f[3] - 1 - f[2]);
+    if (rl >= sizeof(region) || strlen(f[3]) >= sizeof(service)) {
+        snprintf(errbuf, errlen, "aws_sigv4 \"%s\": region or service too long", r->aws_sigv4);
+        return CD_ERR_INVALID;
+    }
+    memcpy(region, f[2], rl);
+    region[rl] = '\0';
+    snprintf(service, sizeof(service), "%s", f[3]);
+
+    httpc_pool *p = rq->pool;
+    if (!p->keys && !(p->keys = sigv4_key_cache_new())) {
+        snprintf(errbuf, errlen, "out of memory");
+        return CD_ERR_NOMEM;
+    }
+    CURLU *u = curl_url();
+    char *path = NULL, *query = NULL, *scratch = NULL;
+    char host[320], auth[512], amz_date[SIGV4_AMZ_DATE_LEN + 1], line[400];
+    sigv4_header hv[SIGV4_MAX_HEADERS];
+    size_t n = 0;
+    int ret = CD_ERR_INVALID, user_host = 0;
+    const char *payload_hash = NULL;
+    if (!u || curl_url_set(u, CURLUPART_URL, r->url, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK ||
+        httpc_host_value(u, host, sizeof(host)) < 0) {
+        snprintf(errbuf, errlen, "SigV4: cannot take the URL apart");
+        goto out;
+    }
+    if (curl_url_get(u, CURLUPART_QUERY, &query, 0) != CURLUE_OK) query = NULL;
+    /* Names and values NUL-split in one copy of the header lines. */
+    size_t total = 0;
+    for (const char *const *h = r->headers; h && *h; h++)
+        total += strlen(*h) + 1;
+    if (total && !(scratch = malloc(total))) {
+        ret = CD_ERR_NOMEM;
+        snprintf(errbuf, errlen, "out of memory");
+        goto out;
+    }
+    char *w = scratch;
+    for (const char *const *h = r->headers; h && *h; h++) {
+        if (n == SIGV4_MAX_HEADERS - 4) {
+            snprintf(errbuf, errlen, "SigV4: more than %d headers", SIGV4_MAX_HEADERS - 4);
+            goto out;
+        }
+        size_t len = strlen(*h), colon = strcspn(*h, ":");
+        memcpy(w, *h, len + 1);
+        w[colon] = '\0';
+        const char *v = w + colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        hv[n].name = w;
+        hv[n].value = v;
+        if (strcasecmp(w, "host") == 0) user_host = 1;
+        if (strcasecmp(w, "x-amz-content-sha256") == 0) payload_hash = v;
+        n++;
+        w += len + 1;
+    }
+    if (!user_host) {
+        hv[n].name = "host";
+        hv[n].value = host;
+        n++;
+        snprintf(line, sizeof(line), "Host: %s", host);
+        if ((ret = httpc_add_header(rq, line, errbuf, errlen)) < 0) goto out;
+        ret = CD_ERR_INVALID;
+    }
+    sigv4_request sr = {
+        .method = method,
+        .path = path,
+        .query = query,
+        .headers = hv,
+        .n_headers = n,
+        .payload = r->body ? r->body : "",
+        .payload_len = r->body_len,
+        .payload_hash = payload_hash,
+        .access_key = r->aws_access_key,
+        .secret_key = r->aws_secret_key,
+        .session_token = r->aws_session_token,
+        .region = region,
+        .service = service,
+        .time = time(NULL),
+    };
+    ret = sigv4_sign(p->keys, &sr, auth, sizeof(auth), amz_date, errbuf, errlen);
+    if (ret < 0) goto out;
+    char authz[sizeof(auth) + 16];
+    snprintf(authz, sizeof(authz), "Authorization: %s", auth);
+    snprintf(line, sizeof(line), "X-Amz-Date: %s", amz_date);
+    if ((ret = httpc_add_header(rq, authz, errbuf, errlen)) < 0 ||
+        (ret = httpc_add_header(rq, line, errbuf, errlen)) < 0)
+        goto out;
+    if (r->aws_session_token && *r->aws_session_token) {
+        static const char prefix[] = "X-Amz-Security-Token: ";
+        size_t tl = strlen(r->aws_session_token);
+        char *h = malloc(sizeof(prefix) + tl);
+        if (!h) {
+            ret = CD_ERR_NOMEM;
+            snprintf(errbuf, errlen, "out of memory");
+            goto out;
+        }
+        memcpy(h, prefix, sizeof(prefix) - 1);
+        memcpy(h + sizeof(prefix) - 1, r->aws_session_token, tl + 1);
+        ret = httpc_add_header(rq, h, errbuf, errlen);
+        explicit_bzero(h, sizeof(prefix) + tl);
+        free(h);
+    }
+out:
+    free(scratch);
+    curl_free(path);
+    curl_free(query);
+    curl_url_cleanup(u);
+    return ret;
 }
 
 /* Sets up rq->easy from r.  On failure the caller frees rq. */
@@ -781,28 +795,8 @@ static int httpc_req_setup(httpc_req *rq, const httpc_request *r, char *errbuf, 
         if (ret < 0) return ret;
     }
     if (r->aws_sigv4) {
-        HTTPC_SETOPT(e, CURLOPT_AWS_SIGV4, r->aws_sigv4);
-        /* USERNAME/PASSWORD rather than USERPWD "a:s": no parsing of the
-         * secret, whatever characters it holds. */
-        HTTPC_SETOPT(e, CURLOPT_USERNAME, r->aws_access_key);
-        HTTPC_SETOPT(e, CURLOPT_PASSWORD, r->aws_secret_key);
-        if (r->aws_session_token && *r->aws_session_token) {
-            /* curl signs every header we hand it, so the token is signed
-             * just by being in the list. */
-            static const char prefix[] = "X-Amz-Security-Token: ";
-            size_t tl = strlen(r->aws_session_token);
-            char *h = malloc(sizeof(prefix) + tl);
-            if (!h) {
-                snprintf(errbuf, errlen, "out of memory");
-                return CD_ERR_NOMEM;
-            }
-            memcpy(h, prefix, sizeof(prefix) - 1);
-            memcpy(h + sizeof(prefix) - 1, r->aws_session_token, tl + 1);
-            int ret = httpc_add_header(rq, h, errbuf, errlen);
-            explicit_bzero(h, sizeof(prefix) + tl);
-            free(h);
-            if (ret < 0) return ret;
-        }
+        int ret = httpc_sign(rq, r, method, errbuf, errlen);
+        if (ret < 0) return ret;
     }
     if (rq->headers) HTTPC_SETOPT(e, CURLOPT_HTTPHEADER, rq->headers);
     return 0;

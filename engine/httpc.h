@@ -12,17 +12,17 @@
  * returns 0 and calls it exactly once, later, from the loop (or from
  * httpc_pool_free / httpc_close, which cancel).
  *
- * SigV4 (libcurl 7.88's CURLOPT_AWS_SIGV4) signs `host`, `x-amz-date` and
- * every header in httpc_request.headers (none of the ones curl adds itself:
- * pass Content-Type), and hashes the body.  It takes the URL's path and
- * query exactly as given and sorts "name:value" lines rather than names, so
- * httpc_submit refuses (CD_ERR_UNSUPPORTED, with the reason) a signed
- * request it would sign wrongly: a path needing percent-encoding (except
- * for S3: AWS encodes it once more, e.g. API Gateway's "/@connections/..."),
- * a query not already canonical ("k=v" pairs, %XX-encoded, sorted), a
- * header name given twice, or names like "x-amz-meta" and "x-amz-meta-b".
- * DynamoDB and SNS (POST "/") are unaffected.  Services that want
- * `x-amz-content-sha256` (S3) need it passed as a header.
+ * SigV4: a request with aws_sigv4 ("aws:amz:REGION:SERVICE") is signed by
+ * engine/sigv4.c, not by libcurl 7.88's CURLOPT_AWS_SIGV4 (which signs the
+ * path and query exactly as sent and sorts whole header lines, so API
+ * Gateway's "/@connections/{id}" could never verify).  It signs `host`
+ * (sent by us, so the signed value is the sent one), `x-amz-date`,
+ * `x-amz-security-token` when there is a token, and every header in
+ * httpc_request.headers (none of the ones curl adds itself: pass
+ * Content-Type), and hashes the body (or takes an `x-amz-content-sha256`
+ * header's value, as S3 wants).  The signing key is derived once per UTC
+ * day and kept per pool.  Authorization and X-Amz-Date are the signer's:
+ * httpc_submit refuses them in headers.
  */
 #ifndef CONNECTD_HTTPC_H
 #define CONNECTD_HTTPC_H

@@ -23,7 +23,6 @@
 #include <unistd.h>
 #include "pyserver.h"
 
-
 #define AKID   "AKIDEXAMPLE"
 #define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 #define TOKEN  "FwoGZXIvYXdzEXAMPLE//////////session+token/with=chars"
@@ -605,7 +604,7 @@ Test(httpc, sigv4_signature_verifies_with_and_without_session_token) {
     httpc_request rq = {
         .aws_sigv4 = "aws:amz:us-east-1:sns", .aws_access_key = AKID, .aws_secret_key = SECRET};
     submit_req(&fx, fx.pool, &rq, "/sigv4?Action=ListTopics&region=us-east-1&service=sns", &get_q);
-    /* Edge cases of the ordering rules that libcurl's signer gets right. */
+    /* Header names that are prefixes of one another, and folded white space. */
     const char *near[] = {"X-Amz-Meta: a", "X-Amz-Metab:   b   c ", NULL};
     httpc_request rn = {.headers = near,
                         .aws_sigv4 = "aws:amz:eu-west-1:dynamodb",
@@ -677,60 +676,70 @@ Test(httpc, sigv4_s3_style_encoded_path_and_content_sha256_header_verify) {
     fx_close(&fx);
 }
 
-Test(httpc, sigv4_refuses_what_curl_7_88_would_sign_wrongly) {
+/* What libcurl 7.88's own signer got wrong, and AWS would answer with a
+ * bare 403: paths needing a second encoding (API Gateway's @connections),
+ * unsorted or bare query parameters, header names that sort differently as
+ * whole lines, a header given twice.  Ours signs them all as AWS does; the
+ * test server recomputes each signature independently. */
+Test(httpc, sigv4_signs_paths_queries_and_headers_as_aws_does) {
     fixture fx;
-    fx_init(&fx, 1);
-    char err[256], u[256];
+    fx_init(&fx, 4);
     struct {
         const char *path;
-        const char *header;
-        int want;
-        const char *why;
+        const char *header[3];
     } cases[] = {
-        {"/@connections/abc%3D", NULL, CD_ERR_UNSUPPORTED, "path"},
-        {"/sigv4/a%20b", NULL, CD_ERR_UNSUPPORTED, "path"},
-        {"/sigv4?service=dynamodb&region=eu-west-1", NULL, CD_ERR_UNSUPPORTED, "query"},
-        {"/sigv4?a-=1&a=1", NULL, CD_ERR_UNSUPPORTED, "query"},
-        {"/sigv4?Action", NULL, CD_ERR_UNSUPPORTED, "query"},
-        {"/sigv4?a=b+c", NULL, CD_ERR_UNSUPPORTED, "query"},
-        {"/sigv4?a=%2f", NULL, CD_ERR_UNSUPPORTED, "query"},
-        {"/sigv4", "X-Amz-Date-Extra: 1", CD_ERR_UNSUPPORTED, "sort wrongly"},
-        {"/sigv4", "Host-Alias: x", CD_ERR_UNSUPPORTED, "sort wrongly"},
-        {"/sigv4", "Authorization: Bearer x", CD_ERR_INVALID, "Authorization"},
+        {"/sigv4/@connections/abc%3D", {NULL}},
+        {"/sigv4/a%20b/c", {NULL}},
+        {"/sigv4?service=execute-api&region=eu-west-1", {NULL}},
+        {"/sigv4?a-=1&a=1", {NULL}},
+        {"/sigv4?Action", {NULL}},
+        {"/sigv4?a=%2f&b=%7E", {NULL}},
+        {"/sigv4", {"X-Amz-Date-Extra: 1", "Host-Alias: x", NULL}},
+        {"/sigv4", {"X-Dup: 1", "x-dup: 2", NULL}},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        url(&fx, u, sizeof(u), cases[i].path);
-        const char *hdrs[] = {cases[i].header, NULL};
+    enum { N = sizeof(cases) / sizeof(cases[0]) };
+    result res[N];
+    memset(res, 0, sizeof(res));
+    for (size_t i = 0; i < N; i++) {
+        httpc_request rq = {.method = "POST",
+                            .headers = cases[i].header[0] ? cases[i].header : NULL,
+                            .body = "{}",
+                            .body_len = 2,
+                            .aws_sigv4 = "aws:amz:eu-west-1:execute-api",
+                            .aws_access_key = AKID,
+                            .aws_secret_key = SECRET,
+                            .aws_session_token = (i % 2) ? TOKEN : NULL};
+        submit_req(&fx, fx.pool, &rq, cases[i].path, &res[i]);
+    }
+    fx_run_until(&fx, N);
+    for (size_t i = 0; i < N; i++) {
+        cr_assert_eq(res[i].status, 200, "%s: %s", cases[i].path, res[i].body);
+        cr_assert_str_eq(jstr(res[i].json, "service"), "execute-api");
+        result_clear(&res[i]);
+    }
+
+    /* The signer's own headers cannot be supplied. */
+    char err[256], u[256];
+    url(&fx, u, sizeof(u), "/sigv4");
+    const char *bad[][2] = {{"Authorization: Bearer x", NULL},
+                            {"X-Amz-Date: 20260101T000000Z", NULL}};
+    for (size_t i = 0; i < 2; i++) {
         httpc_request rq = {.url = u,
-                            .headers = cases[i].header ? hdrs : NULL,
+                            .headers = bad[i],
                             .aws_sigv4 = "aws:amz:eu-west-1:dynamodb",
                             .aws_access_key = AKID,
                             .aws_secret_key = SECRET};
         err[0] = '\0';
         cr_assert_eq(httpc_submit(fx.pool, &rq, never_called, NULL, err, sizeof(err)),
-                     cases[i].want, "%s %s: %s", cases[i].path,
-                     cases[i].header ? cases[i].header : "", err);
-        cr_assert_not_null(strstr(err, cases[i].why), "%s", err);
+                     CD_ERR_INVALID, "%s", bad[i][0]);
+        cr_assert_not_null(strstr(err, "signer"), "%s", err);
     }
-    const char *dup[] = {"X-Dup: 1", "x-dup: 2", NULL};
-    url(&fx, u, sizeof(u), "/sigv4");
-    httpc_request rq = {.url = u,
-                        .headers = dup,
-                        .aws_sigv4 = "aws:amz:eu-west-1:dynamodb",
-                        .aws_access_key = AKID,
-                        .aws_secret_key = SECRET};
-    cr_assert_eq(httpc_submit(fx.pool, &rq, never_called, NULL, err, sizeof(err)),
-                 CD_ERR_UNSUPPORTED);
-    cr_assert_not_null(strstr(err, "twice"), "%s", err);
-    /* Unsigned requests may do all of that. */
-    const char *fine[] = {"X-Dup: 1", "X-Dup: 2", NULL};
-    result r = {0};
-    httpc_request plain = {.headers = fine};
-    submit_req(&fx, fx.pool, &plain, "/echo?b=2&a=1&c", &r);
-    fx_run_until(&fx, 1);
-    cr_assert_eq(r.status, 200);
-    cr_assert_str_eq(jstr(r.json, "query"), "b=2&a=1&c");
-    result_clear(&r);
+    httpc_request odd = {.url = u,
+                         .aws_sigv4 = "aws:amz:eu-west-1",
+                         .aws_access_key = AKID,
+                         .aws_secret_key = SECRET};
+    cr_assert_eq(httpc_submit(fx.pool, &odd, never_called, NULL, err, sizeof(err)), CD_ERR_INVALID);
+    cr_assert_not_null(strstr(err, "region:service"), "%s", err);
     fx_close(&fx);
 }
 
