@@ -38,39 +38,245 @@ int engine_init(engine *e, uv_loop_t *loop, engine_conf *conf, plugin_registry *
     e->conf = conf;
     e->plugins = *plugins;
     memset(plugins, 0, sizeof(*plugins));
+    /* e->pipelines[i] runs e->conf->pipelines[i]; both arrays keep that
+     * pairing through reloads. */
     e->pipelines = calloc(conf->pipeline_count ? conf->pipeline_count : 1, sizeof(pipeline *));
     for (size_t i = 0; i < conf->pipeline_count; i++)
         e->pipelines[e->pipeline_count++] = pipeline_new(e, conf->pipelines[i]);
+    e->m_reload_ok = metrics_register(&e->metrics, CD_METRIC_COUNTER, "connectd_reloads_total",
+                                      "Configuration reloads, by result", "result=\"ok\"");
+    e->m_reload_invalid =
+        metrics_register(&e->metrics, CD_METRIC_COUNTER, "connectd_reloads_total",
+                         "Configuration reloads, by result", "result=\"invalid\"");
+    return 0;
+}
+
+/* ------------------------------------------------------------- hot reload */
+/* A pipeline a reload stops, with its configuration and, for a changed
+ * pipeline, the configuration that starts once it has stopped. */
+typedef struct retiree {
+    struct retiree *next;
+    pipeline *pl;
+    pipeline_conf *pc;
+    pipeline_conf *successor; /* NULL: removed */
+} retiree;
+
+/* Appends (pl, pc) to the running set. */
+static int engine_add_pipeline(engine *e, pipeline_conf *pc, pipeline *pl) {
+    pipeline **np = realloc(e->pipelines, (e->pipeline_count + 1) * sizeof(*np));
+    if (!np) return -1;
+    e->pipelines = np;
+    pipeline_conf **nc = realloc(e->conf->pipelines, (e->conf->pipeline_count + 1) * sizeof(*nc));
+    if (!nc) return -1;
+    e->conf->pipelines = nc;
+    e->pipelines[e->pipeline_count++] = pl;
+    e->conf->pipelines[e->conf->pipeline_count++] = pc;
+    return 0;
+}
+
+static void engine_start_new(engine *e, pipeline_conf *pc) {
+    pipeline *pl = pipeline_new(e, pc);
+    if (!pl || engine_add_pipeline(e, pc, pl) < 0) {
+        LOG_ERROR("reload: out of memory starting %s", pc->name);
+        pipeline_free(pl);
+        pipeline_conf_free(pc);
+        return;
+    }
+    char err[1024];
+    if (pipeline_start(pl, err, sizeof(err)) < 0)
+        log_msg(CD_LOG_ERROR, pipeline_name(pl), "failed to start: %s", err);
+    else
+        log_msg(CD_LOG_INFO, pipeline_name(pl), "started (%s)", pc->file);
+}
+
+static void json_push_name(json_t *o, const char *key, const char *name) {
+    json_array_append_new(json_object_get(o, key), json_string(name));
+}
+
+/* Engine-wide settings a running engine cannot change. */
+static void engine_conf_compare(const engine_conf *a, const engine_conf *b, json_t *ignored) {
+#define CD_STR_DIFF(x, y) (((x) == NULL) != ((y) == NULL) || ((x) && strcmp((x), (y)) != 0))
+    if (!json_equal(a->kafka, b->kafka)) json_array_append_new(ignored, json_string("kafka"));
+    if (CD_STR_DIFF(a->pipelines_dir, b->pipelines_dir))
+        json_array_append_new(ignored, json_string("pipelines_dir"));
+    if (CD_STR_DIFF(a->plugin_path, b->plugin_path))
+        json_array_append_new(ignored, json_string("plugin_path"));
+    if (CD_STR_DIFF(a->admin_listen, b->admin_listen))
+        json_array_append_new(ignored, json_string("admin_listen"));
+    if (CD_STR_DIFF(a->redis_url, b->redis_url))
+        json_array_append_new(ignored, json_string("redis_url"));
+    if (a->shutdown_grace_ms != b->shutdown_grace_ms)
+        json_array_append_new(ignored, json_string("shutdown_grace_ms"));
+    if (a->commit_interval_ms != b->commit_interval_ms)
+        json_array_append_new(ignored, json_string("commit_interval_ms"));
+#undef CD_STR_DIFF
+}
+
+int engine_reload(engine *e, const char *trigger, json_t **report) {
+    json_t *rep = json_object();
+    if (report) *report = rep;
+    if (e->stopping || e->retiring) {
+        const char *why = e->stopping ? "the engine is stopping" : "a reload is still draining";
+        json_object_set_new(rep, "result", json_string("busy"));
+        json_object_set_new(rep, "reason", json_string(why));
+        LOG_WARN("%s: reload refused: %s", trigger, why);
+        if (!report) json_decref(rep);
+        return -2;
+    }
+    /* New plugin files first, so new pipelines may use them. */
+    char *search = plugin_search_path(e->conf->plugin_path);
+    size_t before = e->plugins.count;
+    plugin_registry_discover(&e->plugins, search);
+    free(search);
+    if (e->plugins.count > before)
+        LOG_INFO("%s: %zu new plugin(s) discovered", trigger, e->plugins.count - before);
+
+    diag d = {0};
+    engine_conf *next = NULL;
+    char serr[256];
+    if (secrets_install(serr, sizeof(serr)) < 0) LOG_WARN("secrets: %s", serr);
+    if (engine_conf_load(e->conf->file, &d, &next) == 0)
+        engine_conf_load_pipelines(next, &e->plugins, &d);
+    secrets_uninstall();
+    if (d.count) {
+        LOG_ERROR("%s: configuration is invalid, keeping the running one:", trigger);
+        diag_log(&d);
+        json_object_set_new(rep, "result", json_string("invalid"));
+        json_t *errs = json_array();
+        for (size_t i = 0; i < d.count; i++)
+            json_array_append_new(errs, json_string(d.lines[i]));
+        json_object_set_new(rep, "errors", errs);
+        diag_free(&d);
+        engine_conf_free(next);
+        metrics_add(e->m_reload_invalid, 1);
+        if (!report) json_decref(rep);
+        return -1;
+    }
+    diag_free(&d);
+
+    json_object_set_new(rep, "result", json_string("ok"));
+    const char *keys[] = {"unchanged", "started", "restarted", "stopped", "restart_required"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        json_object_set_new(rep, keys[i], json_array());
+    engine_conf_compare(e->conf, next, json_object_get(rep, "restart_required"));
+    if (next->log_level != e->conf->log_level) {
+        e->conf->log_level = next->log_level;
+        log_set_level(next->log_level);
+    }
+
+    /* Which new configuration each running pipeline gets (by name). */
+    size_t n_new = next->pipeline_count;
+    pipeline_conf **fresh = next->pipelines;
+    next->pipelines = NULL;
+    next->pipeline_count = 0;
+    engine_conf_free(next);
+
+    size_t keep = 0;
+    for (size_t i = 0; i < e->pipeline_count; i++) {
+        pipeline *pl = e->pipelines[i];
+        pipeline_conf *pc = e->conf->pipelines[i];
+        pipeline_conf *succ = NULL;
+        for (size_t j = 0; j < n_new; j++) {
+            if (fresh[j] && strcmp(fresh[j]->name, pc->name) == 0) {
+                succ = fresh[j];
+                fresh[j] = NULL;
+                break;
+            }
+        }
+        if (succ && strcmp(succ->fingerprint, pc->fingerprint) == 0 &&
+            pipeline_get_state(pl) != PIPELINE_FAILED) {
+            pipeline_conf_free(succ);
+            json_push_name(rep, "unchanged", pc->name);
+            e->pipelines[keep] = pl;
+            e->conf->pipelines[keep] = pc;
+            keep++;
+            continue;
+        }
+        retiree *r = calloc(1, sizeof(*r));
+        if (!r) abort();
+        r->pl = pl;
+        r->pc = pc;
+        r->successor = succ;
+        r->next = e->retiring;
+        e->retiring = r;
+        json_push_name(rep, succ ? "restarted" : "stopped", pc->name);
+    }
+    e->pipeline_count = keep;
+    e->conf->pipeline_count = keep;
+
+    /* Drain what goes; what is new starts now, what changed starts once
+     * its predecessor committed and stopped. */
+    for (retiree *r = e->retiring; r; r = r->next)
+        log_msg(CD_LOG_INFO, pipeline_name(r->pl), "%s: %s", trigger,
+                r->successor ? "changed, draining before restarting" : "removed, draining");
+    /* pipeline_stop may finish at once (a pipeline that never started),
+     * unlinking its entry: walk a copy of the list. */
+    size_t n = 0;
+    for (retiree *r = e->retiring; r; r = r->next)
+        n++;
+    pipeline **stopping = calloc(n ? n : 1, sizeof(*stopping));
+    if (!stopping) abort();
+    n = 0;
+    for (retiree *r = e->retiring; r; r = r->next)
+        stopping[n++] = r->pl;
+    for (size_t i = 0; i < n; i++)
+        pipeline_stop(stopping[i]);
+    free(stopping);
+    for (size_t j = 0; j < n_new; j++) {
+        if (!fresh[j]) continue;
+        json_push_name(rep, "started", fresh[j]->name);
+        engine_start_new(e, fresh[j]);
+    }
+    free(fresh);
+    json_t *ign = json_object_get(rep, "restart_required");
+    if (json_array_size(ign)) {
+        char *names = json_dumps(ign, JSON_COMPACT);
+        LOG_WARN("%s: engine settings %s changed: restart to apply them", trigger, names);
+        free(names);
+    }
+    LOG_INFO("%s: reloaded: %zu unchanged, %zu started, %zu restarting, %zu stopping", trigger,
+             json_array_size(json_object_get(rep, "unchanged")),
+             json_array_size(json_object_get(rep, "started")),
+             json_array_size(json_object_get(rep, "restarted")),
+             json_array_size(json_object_get(rep, "stopped")));
+    metrics_add(e->m_reload_ok, 1);
+    if (!report) json_decref(rep);
+    return 0;
+}
+
+/* A pipeline a reload stopped has finished: free it, start its successor. */
+static int engine_retired(engine *e, pipeline *pl) {
+    for (retiree **rp = &e->retiring; *rp; rp = &(*rp)->next) {
+        retiree *r = *rp;
+        if (r->pl != pl) continue;
+        *rp = r->next;
+        log_msg(CD_LOG_INFO, pipeline_name(pl), "stopped");
+        pipeline_free(pl);
+        pipeline_conf_free(r->pc);
+        if (r->successor) {
+            if (e->stopping)
+                pipeline_conf_free(r->successor);
+            else
+                engine_start_new(e, r->successor);
+        }
+        free(r);
+        return 1;
+    }
     return 0;
 }
 
 static void engine_on_signal(uv_signal_t *h, int signum) {
     engine *e = h->data;
     if (signum == SIGHUP) {
-        /* Validate what is on disk now so an operator learns at once whether
-         * the files would load; applying them live is the reload room's job. */
-        diag d = {0};
-        engine_conf *next = NULL;
-        char serr[256];
-        if (secrets_install(serr, sizeof(serr)) < 0) LOG_WARN("secrets: %s", serr);
-        if (engine_conf_load(e->conf->file, &d, &next) == 0)
-            engine_conf_load_pipelines(next, &e->plugins, &d);
-        secrets_uninstall();
-        if (d.count) {
-            LOG_ERROR("SIGHUP: configuration is invalid, keeping the running one:");
-            diag_log(&d);
-        } else {
-            LOG_WARN("SIGHUP: configuration is valid; live reload is not available in this "
-                     "build, restart to apply it");
-        }
-        diag_free(&d);
-        engine_conf_free(next);
+        engine_reload(e, "SIGHUP", NULL);
         return;
     }
     if (e->stopping) {
         LOG_WARN("second %s: stopping now without waiting", strsignal(signum));
         for (size_t i = 0; i < e->pipeline_count; i++)
             pipeline_force_stop(e->pipelines[i]);
+        for (retiree *r = e->retiring; r; r = r->next)
+            pipeline_force_stop(r->pl);
         return;
     }
     LOG_INFO("%s: draining (grace %" PRId64 " ms)", strsignal(signum), e->conf->shutdown_grace_ms);
@@ -83,6 +289,8 @@ static void engine_on_grace(uv_timer_t *t) {
              e->conf->shutdown_grace_ms);
     for (size_t i = 0; i < e->pipeline_count; i++)
         pipeline_force_stop(e->pipelines[i]);
+    for (retiree *r = e->retiring; r; r = r->next)
+        pipeline_force_stop(r->pl);
 }
 
 static void engine_close_all(engine *e);
@@ -150,8 +358,9 @@ static void engine_close_all(engine *e) {
 }
 
 void engine_pipeline_stopped(engine *e, pipeline *pl) {
-    e->pipelines_stopped++;
-    if (e->stopping && e->pipelines_stopped == e->pipeline_count) engine_close_all(e);
+    if (!engine_retired(e, pl)) e->pipelines_stopped++;
+    if (e->stopping && e->pipelines_stopped == e->pipeline_count && !e->retiring)
+        engine_close_all(e);
 }
 
 void engine_stop(engine *e, int exit_code) {
@@ -159,7 +368,7 @@ void engine_stop(engine *e, int exit_code) {
     e->stopping = 1;
     e->exit_code = exit_code;
     uv_timer_start(&e->grace_timer, engine_on_grace, (uint64_t)e->conf->shutdown_grace_ms, 0);
-    if (e->pipeline_count == 0) {
+    if (e->pipeline_count == 0 && !e->retiring) {
         engine_close_all(e);
         return;
     }
@@ -183,6 +392,14 @@ void engine_fatal(engine *e, const char *fmt, ...) {
 void engine_free(engine *e) {
     for (size_t i = 0; i < e->pipeline_count; i++)
         pipeline_free(e->pipelines[i]);
+    while (e->retiring) { /* only after a forced end */
+        retiree *r = e->retiring;
+        e->retiring = r->next;
+        pipeline_free(r->pl);
+        pipeline_conf_free(r->pc);
+        pipeline_conf_free(r->successor);
+        free(r);
+    }
     free(e->pipelines);
     engine_conf_free(e->conf);
     metrics_free(&e->metrics);

@@ -40,8 +40,10 @@ struct engine {
     struct aws_creds *creds; /* AWS credentials, started on first signed call */
     int creds_state;         /* 0 not started, 1 fetching, 2 ready, -1 failed */
     char creds_error[512];
-    struct host_pool *pools; /* plugins' HTTP pools, invalidated at close */
-    struct redis *redis;     /* started on first use from conf->redis_url */
+    struct host_pool *pools;  /* plugins' HTTP pools, invalidated at close */
+    struct redis *redis;      /* started on first use from conf->redis_url */
+    struct retiree *retiring; /* pipelines a reload is draining */
+    cd_metric *m_reload_ok, *m_reload_invalid;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t grace_timer;
     int stopping;
@@ -69,6 +71,19 @@ kafka_producer *engine_producer(engine *e, char *errbuf, size_t errlen);
 int engine_init(engine *e, uv_loop_t *loop, engine_conf *conf, plugin_registry *plugins);
 /* Starts every pipeline and the signal handlers.  Returns 0 or negative. */
 int engine_start(engine *e);
+/*
+ * Hot reload (SIGHUP, POST /reload): reads and validates the engine file,
+ * every pipeline file and any new plugin first; on any error nothing
+ * changes (the errors are logged and returned).  Otherwise pipelines are
+ * diffed by name: unchanged ones are not touched; removed and changed ones
+ * (and failed ones) drain and stop (finish in flight, commit), then changed
+ * ones start again from the committed offsets; new ones start.  Engine-wide
+ * settings other than log_level need a restart (logged).  Returns 0, or -1
+ * (invalid: nothing applied), or -2 (a reload or shutdown is under way).
+ * *report (may be NULL) gets a JSON object for the admin API.
+ */
+int engine_reload(engine *e, const char *trigger, json_t **report);
+
 /* Begins a graceful stop (as SIGTERM does). exit_code is what run returns. */
 void engine_stop(engine *e, int exit_code);
 /* Called by a pipeline when it has fully stopped. */
