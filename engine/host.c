@@ -270,6 +270,9 @@ static int host_template_compile(const char *json_spec, cd_template **out, char 
 static int host_template_render(const cd_template *ct, const cd_record *rec, int as_text,
                                 cd_buf *out, char *errbuf, size_t errlen) {
     const template *t = (const template *)(const void *)ct;
+    template_index ix; /* shared by this render's references */
+    ix.state = 0;
+    ix.value = NULL;
     template_record r = {
         .topic = rec->topic,
         .partition = rec->partition,
@@ -282,6 +285,8 @@ static int host_template_render(const cd_template *ct, const cd_record *rec, int
         .value = rec->value,
         .value_len = rec->value_len,
         .doc = NULL,
+        .value_valid = rec->value_format == CD_VALUE_JSON && rec->value != NULL,
+        .index = &ix,
     };
     tbuf *b = (tbuf *)(void *)out;
     int rc = as_text ? template_render_text(t, &r, b, errbuf, errlen)

@@ -8,7 +8,12 @@
  */
 #include "jsonscan.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define JSONSCAN_MAX_DEPTH 512
 
@@ -47,9 +52,61 @@ static int scan_hex4(scan *s, unsigned *out) {
     return 0;
 }
 
+/* Skipping the run of bytes that need no attention inside a string:
+ * printable ASCII other than '"' and '\\'.  Most of a record's bytes are
+ * such runs, so they go 16 (SSE2) or 8 (SWAR, any CPU) at a time; the byte
+ * loop in scan_string handles quotes, escapes, control characters and
+ * UTF-8.  Both may stop early (at a byte that needs no attention): never
+ * late. */
+static int scan_mode; /* jsonscan_set_mode: 0 best, 1 SWAR, 2 bytes */
+
+void jsonscan_set_mode(int mode) {
+    scan_mode = mode;
+}
+
+static const unsigned char *scan_run_swar(const unsigned char *p, const unsigned char *end) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+        /* High bit set in a byte that is '"', '\\', < 0x20 or >= 0x80 (and
+         * possibly in bytes above one of those: a false alarm only). */
+        uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b) | (w - ones * 0x20) | w;
+        if (hit & highs) break;
+        p += 8;
+    }
+    return p;
+}
+
+static const unsigned char *scan_plain_run(const unsigned char *p, const unsigned char *end) {
+    if (scan_mode == 2) return p;
+#if defined(__SSE2__)
+    if (scan_mode == 0) {
+        const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
+                      space = _mm_set1_epi8(0x20);
+        while (end - p >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+            /* Signed compare: bytes >= 0x80 are negative, so "< 0x20"
+             * catches them along with the control characters. */
+            __m128i m =
+                _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                             _mm_cmplt_epi8(v, space));
+            unsigned mask = (unsigned)_mm_movemask_epi8(m);
+            if (mask) return p + __builtin_ctz(mask);
+            p += 16;
+        }
+        return p;
+    }
+#endif
+    return scan_run_swar(p, end);
+}
+
 /* After the opening quote; leaves p after the closing quote. */
 static int scan_string(scan *s) {
     while (s->p < s->end) {
+        s->p = scan_plain_run(s->p, s->end);
+        if (s->p >= s->end) break;
         unsigned c = *s->p;
         if (c == '"') {
             s->p++;
@@ -231,4 +288,94 @@ const char *json_skip_string(const char *p, const char *end) {
 const char *json_skip_value(const char *p, const char *end) {
     scan s = {(const unsigned char *)p, (const unsigned char *)end, (const unsigned char *)p, NULL};
     return scan_value(&s) < 0 ? NULL : (const char *)s.p;
+}
+
+/* ------------------------------------------------- validated text, skipped
+ * Only quotes, backslashes and brackets matter once a document is known to
+ * be valid; the loops look for them 16 bytes at a time where SSE2 exists. */
+static const unsigned char *valid_string_end(const unsigned char *p, const unsigned char *end) {
+    for (;;) {
+#if defined(__SSE2__)
+        if (scan_mode == 0) {
+            const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+            while (end - p >= 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+                unsigned mask = (unsigned)_mm_movemask_epi8(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)));
+                if (mask) {
+                    p += __builtin_ctz(mask);
+                    break;
+                }
+                p += 16;
+            }
+        }
+#endif
+        while (p < end && *p != '"' && *p != '\\')
+            p++;
+        if (p >= end) return NULL;
+        if (*p == '"') return p + 1;
+        p += 2; /* an escape: "\\x"; \uXXXX's hex digits need no care */
+        if (p > end) return NULL;
+    }
+}
+
+const char *json_skip_string_valid(const char *p, const char *end) {
+    return (const char *)valid_string_end((const unsigned char *)p, (const unsigned char *)end);
+}
+
+static int valid_structural(unsigned char c) {
+    return c == '"' || c == '{' || c == '}' || c == '[' || c == ']';
+}
+
+const char *json_skip_value_valid(const char *cp, const char *cend) {
+    const unsigned char *p = (const unsigned char *)json_skip_ws(cp, cend);
+    const unsigned char *end = (const unsigned char *)cend;
+    if (p >= end) return NULL;
+    unsigned char c = *p;
+    if (c == '"') return (const char *)valid_string_end(p + 1, end);
+    if (c != '{' && c != '[') {
+        /* A number or a literal: up to the next separator. */
+        while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n' &&
+               *p != '\t' && *p != '\r')
+            p++;
+        return (const char *)p;
+    }
+    size_t depth = 0;
+    while (p < end) {
+#if defined(__SSE2__)
+        if (scan_mode == 0) {
+            const __m128i q = _mm_set1_epi8('"'), ob = _mm_set1_epi8('{'), cb = _mm_set1_epi8('}'),
+                          os = _mm_set1_epi8('['), cs = _mm_set1_epi8(']');
+            while (end - p >= 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+                __m128i m = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(v, q), _mm_cmpeq_epi8(v, ob)),
+                    _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, cb), _mm_cmpeq_epi8(v, os)),
+                                 _mm_cmpeq_epi8(v, cs)));
+                unsigned mask = (unsigned)_mm_movemask_epi8(m);
+                if (mask) {
+                    p += __builtin_ctz(mask);
+                    break;
+                }
+                p += 16;
+            }
+        }
+#endif
+        while (p < end && !valid_structural(*p))
+            p++;
+        if (p >= end) return NULL;
+        c = *p;
+        if (c == '"') {
+            p = valid_string_end(p + 1, end);
+            if (!p) return NULL;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (--depth == 0) {
+            return (const char *)p + 1;
+        }
+        p++;
+    }
+    return NULL;
 }

@@ -21,4 +21,15 @@ const char *json_skip_string(const char *p, const char *end);
 /* Skips leading whitespace and one value; returns just after the value. */
 const char *json_skip_value(const char *p, const char *end);
 
+/* The same for text already validated (json_validate passed on the whole
+ * document): structure only, a vector at a time, no grammar checks.  Still
+ * bounds-checked: on text that is not valid JSON they return NULL or a wrong
+ * position, never read outside [p, end). */
+const char *json_skip_string_valid(const char *p, const char *end);
+const char *json_skip_value_valid(const char *p, const char *end);
+
+/* Test hook: 0 (default) the fastest string scan this CPU has, 1 the
+ * portable word-at-a-time one, 2 byte by byte.  Results never differ. */
+void jsonscan_set_mode(int mode);
+
 #endif

@@ -258,6 +258,7 @@ static int put_json_string_content(tbuf *b, const char *s, size_t n, int level) 
 
 typedef struct scan {
     const unsigned char *p, *end;
+    int valid; /* the text passed json_validate: skip structure only */
 } scan;
 
 /* Thin adapters over jsonscan.c's scanner, so both rooms read one grammar. */
@@ -267,7 +268,8 @@ static void scan_ws(scan *s) {
 
 /* After the opening quote; leaves p after the closing quote. */
 static int scan_string(scan *s) {
-    const char *q = json_skip_string((const char *)s->p, (const char *)s->end);
+    const char *q = s->valid ? json_skip_string_valid((const char *)s->p, (const char *)s->end)
+                             : json_skip_string((const char *)s->p, (const char *)s->end);
     if (!q) return -1;
     s->p = (const unsigned char *)q;
     return 0;
@@ -275,7 +277,8 @@ static int scan_string(scan *s) {
 
 /* Scans exactly one value (leading whitespace skipped); p ends after it. */
 static int scan_value(scan *s) {
-    const char *q = json_skip_value((const char *)s->p, (const char *)s->end);
+    const char *q = s->valid ? json_skip_value_valid((const char *)s->p, (const char *)s->end)
+                             : json_skip_value((const char *)s->p, (const char *)s->end);
     if (!q) return -1;
     s->p = (const unsigned char *)q;
     return 0;
@@ -327,11 +330,74 @@ static int parse_index(const char *t, size_t n, size_t *out) {
     return 0;
 }
 
+/* Records the top-level object's members of a validated value. */
+static void index_build(template_index *ix, const char *json, size_t len) {
+    scan s = {(const unsigned char *)json, (const unsigned char *)json + len, 1};
+    ix->value = json;
+    ix->state = -1;
+    ix->n = 0;
+    scan_ws(&s);
+    if (s.p >= s.end || *s.p != '{') return;
+    s.p++;
+    scan_ws(&s);
+    if (s.p < s.end && *s.p == '}') {
+        ix->state = 1;
+        return;
+    }
+    for (;;) {
+        scan_ws(&s);
+        if (s.p >= s.end || *s.p != '"' || ix->n == TEMPLATE_INDEX_MAX) return;
+        const unsigned char *k = ++s.p;
+        if (scan_string(&s) < 0) return;
+        size_t klen = (size_t)(s.p - 1 - k);
+        scan_ws(&s);
+        if (s.p >= s.end || *s.p != ':') return;
+        s.p++;
+        scan_ws(&s);
+        const unsigned char *v = s.p;
+        if (scan_value(&s) < 0) return;
+        ix->m[ix->n].key = (const char *)k;
+        ix->m[ix->n].key_len = klen;
+        ix->m[ix->n].val = (const char *)v;
+        ix->m[ix->n].val_len = (size_t)(s.p - v);
+        ix->n++;
+        scan_ws(&s);
+        if (s.p >= s.end) return;
+        if (*s.p == ',') {
+            s.p++;
+            continue;
+        }
+        if (*s.p == '}') break;
+        return;
+    }
+    ix->state = 1;
+}
+
 static int pointer_scan_n(const char *json, size_t len, const char *ptr, size_t plen,
-                          const char **start, size_t *vlen) {
-    scan s = {(const unsigned char *)json, (const unsigned char *)json + len};
+                          const char **start, size_t *vlen, int valid, template_index *ix) {
+    scan s = {(const unsigned char *)json, (const unsigned char *)json + len, valid};
     const char *pp = ptr, *pend = ptr + plen;
     if (plen && *pp != '/') return JSON_POINTER_NOT_FOUND;
+    if (ix && valid && plen) {
+        if (ix->state == 0 || ix->value != json) index_build(ix, json, len);
+        if (ix->state == 1) {
+            /* The first token from the index (the last duplicate wins). */
+            const char *tok = ++pp;
+            while (pp < pend && *pp != '/')
+                pp++;
+            size_t tlen = (size_t)(pp - tok), i = ix->n;
+            while (i > 0 && !key_eq((const unsigned char *)ix->m[i - 1].key, ix->m[i - 1].key_len,
+                                    tok, tlen))
+                i--;
+            if (i == 0) return JSON_POINTER_NOT_FOUND;
+            if (pp == pend) {
+                *start = ix->m[i - 1].val;
+                *vlen = ix->m[i - 1].val_len;
+                return 0;
+            }
+            s.p = (const unsigned char *)ix->m[i - 1].val;
+        }
+    }
     scan_ws(&s);
     while (pp < pend) {
         const char *tok = ++pp;
@@ -407,7 +473,7 @@ static int pointer_scan_n(const char *json, size_t len, const char *ptr, size_t 
 int json_pointer_scan(const char *json, size_t len, const char *pointer, const char **start,
                       size_t *vlen) {
     if (!json || !pointer) return JSON_POINTER_NOT_FOUND;
-    return pointer_scan_n(json, len, pointer, strlen(pointer), start, vlen);
+    return pointer_scan_n(json, len, pointer, strlen(pointer), start, vlen, 0, NULL);
 }
 
 /* ------------------------------------------------------- compiled templates */
@@ -864,6 +930,7 @@ typedef struct rval {
     const json_t *j;
     const char *p; /* RV_RAW: JSON text; RV_BYTES: string bytes; RV_NUM: number text */
     size_t n;
+    int valid; /* RV_RAW from a validated value */
     char num[40];
 } rval;
 
@@ -946,8 +1013,28 @@ static int emit_jansson(tbuf *b, const json_t *j, int level, int as_text) {
 
 /* Raw JSON text (valid, as found by json_pointer_scan) made compact, its
  * strings re-escaped canonically; as_text: a string as its bare content. */
-static int emit_raw(tbuf *b, const char *s, size_t n, int level, int as_text) {
+/* Validated JSON as compact JSON at level 0: strings are copied as they are
+ * (already valid string text), only whitespace between tokens goes. */
+static int emit_valid_compact(tbuf *b, const char *s, size_t n) {
+    const char *p = s, *end = s + n;
+    while (p < end) {
+        const char *run = p;
+        while (p < end && *p != '"' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            p++;
+        if (p < end && *p == '"') {
+            const char *q = json_skip_string_valid(p + 1, end);
+            p = q ? q : end;
+        }
+        if (p > run && tbuf_append(b, run, (size_t)(p - run)) < 0) return -1;
+        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+            p++;
+    }
+    return 0;
+}
+
+static int emit_raw(tbuf *b, const char *s, size_t n, int level, int as_text, int valid) {
     if (as_text && n >= 2 && s[0] == '"') return put_json_string_content(b, s + 1, n - 2, level);
+    if (valid && level == 0 && !as_text) return emit_valid_compact(b, s, n);
     const char *p = s, *end = s + n;
     while (p < end) {
         char c = *p;
@@ -978,7 +1065,7 @@ static int emit_rval(tbuf *b, const rval *v, int level, int as_text) {
     case RV_JSON:
         return emit_jansson(b, v->j, level, as_text);
     case RV_RAW:
-        return emit_raw(b, v->p, v->n, level, as_text);
+        return emit_raw(b, v->p, v->n, level, as_text, v->valid);
     case RV_BYTES:
         if (as_text) return put_esc(b, v->p, v->n, level);
         if (put_quote(b, level) < 0 || put_esc(b, v->p, v->n, level + 1) < 0) return -1;
@@ -1024,13 +1111,15 @@ static int resolve(const tref *ref, const template_record *r, rval *v, char *err
             return FOUND;
         }
         if (!r->value) return MISSING;
-        int rc = pointer_scan_n(r->value, r->value_len, ref->ptr, ref->ptr_len, &v->p, &v->n);
+        int rc = pointer_scan_n(r->value, r->value_len, ref->ptr, ref->ptr_len, &v->p, &v->n,
+                                r->value_valid, r->index);
         if (rc == JSON_POINTER_NOT_FOUND) return MISSING;
         if (rc < 0) {
             snprintf(errbuf, errlen, "template: %s: the record value is not valid JSON", ref->name);
             return -1;
         }
         v->kind = RV_RAW;
+        v->valid = r->value_valid;
         return FOUND;
     }
     case REF_TOPIC:

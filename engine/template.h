@@ -66,6 +66,23 @@
 typedef struct template template; /* opaque, immutable once compiled */
 
 /* The record a template is rendered against.  Every pointer is borrowed. */
+/* The members of a record's top-level object, found once per record and
+ * shared by every reference the renders of that record resolve (each would
+ * otherwise scan the object from its start).  Zero it before the record's
+ * first render; only used for validated values. */
+#define TEMPLATE_INDEX_MAX 32
+typedef struct template_index {
+    const void *value; /* the value it was built for */
+    int state;         /* 0 not built, 1 built, -1 not usable (not an object, too many) */
+    size_t n;
+    struct {
+        const char *key; /* raw (escaped) key text, without quotes */
+        size_t key_len;
+        const char *val; /* the member's value text */
+        size_t val_len;
+    } m[TEMPLATE_INDEX_MAX];
+} template_index;
+
 typedef struct template_record {
     const char *topic;
     int32_t partition;
@@ -77,7 +94,9 @@ typedef struct template_record {
     size_t header_count;
     const void *value; /* NULL: none (a tombstone) */
     size_t value_len;
-    const json_t *doc; /* parsed value, may be NULL: then the raw value is scanned */
+    const json_t *doc;     /* parsed value, may be NULL: then the raw value is scanned */
+    int value_valid;       /* value passed json_validate: scans skip structure only */
+    template_index *index; /* may be NULL: no index (used with value_valid) */
 } template_record;
 
 /* A growable output buffer, reused across records: reset between records

@@ -155,15 +155,22 @@ static int ddb_fail(ddb_scan *sc, const char *what) {
 }
 
 /* Scans the string token at pos; sets *end just past the closing quote. */
+/* The closing quote is the first '"' after an even run of backslashes;
+ * memchr finds the candidates a vector at a time. */
 static int ddb_string_end(ddb_scan *sc, size_t *end) {
-    size_t i = sc->pos + 1;
-    while (i < sc->len && sc->s[i] != '"') {
-        if (sc->s[i] == '\\') i++;
-        i++;
+    size_t start = sc->pos + 1, i = start;
+    for (;;) {
+        const char *q = i < sc->len ? memchr(sc->s + i, '"', sc->len - i) : NULL;
+        if (!q) return ddb_fail(sc, "unterminated string");
+        size_t at = (size_t)(q - sc->s), bs = 0;
+        while (at - bs > start && sc->s[at - bs - 1] == '\\')
+            bs++;
+        if (bs % 2 == 0) {
+            *end = at + 1;
+            return 0;
+        }
+        i = at + 1;
     }
-    if (i >= sc->len) return ddb_fail(sc, "unterminated string");
-    *end = i + 1;
-    return 0;
 }
 
 static int ddb_number_end(ddb_scan *sc, size_t *end) {

@@ -934,3 +934,79 @@ Test(template, raw_and_doc_renderings_agree_on_generated_documents) {
     cr_log_info("raw vs doc renderings: %zu identical", checked);
     cr_assert_gt(checked, 10000, "checked %zu", checked);
 }
+
+/* A value the engine validated is scanned for structure only and its JSON
+ * copied without re-escaping: the output must mean exactly what the
+ * validating path's does (same JSON after parsing), for whole-value,
+ * nested, text and in-string references, over values with escapes,
+ * whitespace everywhere and UTF-8. */
+Test(template, validated_values_render_as_the_validating_path_does) {
+    static const char *values[] = {
+        VALUE,
+        "{\"eventId\":\"e\\\"q\\\\b\\/s\\u00e9\\ud83d\\ude00\",\"customerId\":\"c\",\"data\":"
+        "{\"s\":\"tab\\tnl\\n\",\"arr\":[ 1 , {\"x\" : [ ] } , \"]}\" ],\"e\":{}},\"z\":-0.5e-3}",
+        " \n{\n \"data\" :\t[ \"caf\xc3\xa9\" , true,false ,null ] , \"eventId\" : \"\" ,"
+        "\"customerId\":\"{[\\\"\"}\n ",
+        /* duplicates: the last one wins */
+        "{\"eventId\":\"first\",\"data\":{\"a\":1},\"eventId\":\"second\",\"customerId\":\"c\","
+        "\"data\":[2]}",
+        /* more members than the index holds (32) */
+        "{\"m1\":1,\"m2\":2,\"m3\":3,\"m4\":4,\"m5\":5,\"m6\":6,\"m7\":7,\"m8\":8,\"m9\":9,\"m10\":"
+        "10,"
+        "\"m11\":1,\"m12\":2,\"m13\":3,\"m14\":4,\"m15\":5,\"m16\":6,\"m17\":7,\"m18\":8,\"m19\":9,"
+        "\"m20\":1,\"m21\":2,\"m22\":3,\"m23\":4,\"m24\":5,\"m25\":6,\"m26\":7,\"m27\":8,\"m28\":9,"
+        "\"m29\":1,\"m30\":2,\"m31\":3,\"m32\":4,\"eventId\":\"late\",\"customerId\":\"c\","
+        "\"data\":{\"deep\":[1,{\"x\":\"y\"}]}}",
+    };
+    static const char *specs[] = {
+        "{\"id\": \"${/eventId}\", \"c\": \"${/customerId}\", \"d\": \"${/data}\", \"all\": "
+        "\"${/}\"}",
+        "{\"mixed\": \"id=${/eventId} c=${/customerId}\", \"arr\": [\"${/data}\", 1]}",
+        "\"${/data}\"",
+    };
+    for (size_t v = 0; v < sizeof(values) / sizeof(values[0]); v++) {
+        for (size_t s = 0; s < sizeof(specs) / sizeof(specs[0]); s++) {
+            template *t = compile(specs[s]);
+            for (int as_text = 0; as_text < 2; as_text++) {
+                for (int use_index = 0; use_index < 2; use_index++) {
+                    tbuf out[2] = {{0}, {0}};
+                    char err[2][256] = {"", ""};
+                    int rc[2];
+                    for (int valid = 0; valid < 2; valid++) {
+                        template_record r = base_record();
+                        template_index ix = {0};
+                        r.value = values[v];
+                        r.value_len = strlen(values[v]);
+                        r.value_valid = valid;
+                        r.index = valid && use_index ? &ix : NULL;
+                        rc[valid] = as_text
+                                        ? template_render_text(t, &r, &out[valid], err[valid], 256)
+                                        : template_render_json(t, &r, &out[valid], err[valid], 256);
+                    }
+                    cr_assert_eq(rc[0], rc[1], "value %zu spec %zu text %d: %s | %s", v, s, as_text,
+                                 err[0], err[1]);
+                    if (rc[0] == 0 && !as_text) {
+                        json_t *a = parse(out[0].p), *b = parse(out[1].p);
+                        cr_assert(json_equal(a, b), "value %zu spec %zu:\n%s\n%s", v, s, out[0].p,
+                                  out[1].p);
+                        cr_assert_null(strpbrk(out[1].p, "\n\t"), "not compact: %s", out[1].p);
+                        json_decref(a);
+                        json_decref(b);
+                    } else if (rc[0] == 0) {
+                        /* Text: the same string, or (an object rendered as
+                         * text) the same JSON with escapes spelled either way. */
+                        json_t *a = json_loads(out[0].p, JSON_DECODE_ANY, NULL);
+                        json_t *b = json_loads(out[1].p, JSON_DECODE_ANY, NULL);
+                        cr_assert((a && b && json_equal(a, b)) || strcmp(out[0].p, out[1].p) == 0,
+                                  "value %zu spec %zu as text:\n%s\n%s", v, s, out[0].p, out[1].p);
+                        json_decref(a);
+                        json_decref(b);
+                    }
+                    tbuf_free(&out[0]);
+                    tbuf_free(&out[1]);
+                }
+            }
+            template_free(t);
+        }
+    }
+}
