@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const admin_json_headers[] = {"Cache-Control: no-store", NULL};
 
@@ -22,12 +23,129 @@ static void admin_json(httpd_req *req, int status, json_t *body) {
     free(text);
 }
 
+/* The dashboard page (engine/admin_dashboard.html), compiled in by
+ * cmake/embed_file.cmake so the binary serves it without reading files. */
+extern const unsigned char admin_dashboard_html[];
+extern const size_t admin_dashboard_html_len;
+
+/* The page runs only its own inline script and style and talks only to this
+ * origin; it may not be framed (its buttons pause pipelines). */
+static const char *const admin_html_headers[] = {
+    "Cache-Control: no-store",
+    "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src "
+    "'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options: nosniff", NULL};
+
 static pipeline *admin_find(engine *e, const char *name, size_t len) {
     for (size_t i = 0; i < e->pipeline_count; i++) {
         const char *n = pipeline_name(e->pipelines[i]);
         if (strlen(n) == len && strncmp(n, name, len) == 0) return e->pipelines[i];
     }
     return NULL;
+}
+
+/* Sets key (plus the labels left after the pipeline's and the sink's, if
+ * any) in obj to the metric's value. */
+static void admin_put_metric(json_t *obj, const cd_metric *m, const char *rest) {
+    if (!*rest) {
+        json_object_set_new(obj, m->name, json_real(m->value));
+        return;
+    }
+    char key[768];
+    snprintf(key, sizeof(key), "%s{%s}", m->name, rest);
+    json_object_set_new(obj, key, json_real(m->value));
+}
+
+/* Past a leading `key="..."` label (and its comma) of a rendered label set,
+ * or NULL when rest does not start with that key. */
+static const char *admin_skip_label(const char *rest, const char *key) {
+    size_t klen = strlen(key);
+    if (strncmp(rest, key, klen) != 0 || strncmp(rest + klen, "=\"", 2) != 0) return NULL;
+    for (const char *p = rest + klen + 2; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+        } else if (*p == '"') {
+            p++;
+            return *p == ',' ? p + 1 : p;
+        }
+    }
+    return NULL;
+}
+
+/* pipeline_describe plus what only the admin room sees: the partitions' lag
+ * summed ("lag", null while no partition has a high watermark yet) and the
+ * plugins' own metrics from the registry: a sink's under its sink
+ * ("metrics": {"sink_file_bytes_written_total": 123}), a source's (labelled
+ * like a sink, with the source's name) and any other under the pipeline.
+ * The engine's connectd_* series are left out: the description already
+ * carries them.  Caller owns the result. */
+static json_t *admin_describe(engine *e, const pipeline *pl) {
+    json_t *d = pipeline_describe(pl);
+    json_int_t lag = 0;
+    int have_lag = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(d, "partitions"), i, v) {
+        json_t *l = json_object_get(v, "lag");
+        if (json_is_integer(l)) {
+            lag += json_integer_value(l);
+            have_lag = 1;
+        }
+    }
+    json_object_set_new(d, "lag", have_lag ? json_integer(lag) : json_null());
+
+    char plabel[300];
+    metrics_label(plabel, sizeof(plabel), "pipeline", pipeline_name(pl));
+    size_t plen = strlen(plabel);
+    json_t *own = json_object();
+    int source = json_object_get(d, "source") != NULL;
+    json_t *sinks = json_object_get(d, "sinks");
+    json_t *s;
+    json_array_foreach(sinks, i, s) json_object_set_new(s, "metrics", json_object());
+    for (const cd_metric *m = e->metrics.head; m; m = m->next) {
+        if (strncmp(m->name, "connectd_", 9) == 0) continue;
+        if (strncmp(m->labels, plabel, plen) != 0) continue;
+        const char *rest = m->labels + plen;
+        if (*rest == ',')
+            rest++;
+        else if (*rest)
+            continue; /* another pipeline whose name starts with this one's */
+        json_t *into = own;
+        const char *past = source ? admin_skip_label(rest, "sink") : NULL;
+        if (past) rest = past;
+        json_array_foreach(sinks, i, s) {
+            char slabel[300];
+            metrics_label(slabel, sizeof(slabel), "sink",
+                          json_string_value(json_object_get(s, "name")));
+            size_t slen = strlen(slabel);
+            if (strncmp(rest, slabel, slen) == 0 && (rest[slen] == '\0' || rest[slen] == ',')) {
+                into = json_object_get(s, "metrics");
+                rest += slen + (rest[slen] == ',');
+                break;
+            }
+        }
+        admin_put_metric(into, m, rest);
+    }
+    json_object_set_new(d, "metrics", own);
+    return d;
+}
+
+/* A browser names the page's origin on a cross-site POST: one from another
+ * origin than this server's is refused, so a web page the operator happens
+ * to visit cannot pause pipelines on 127.0.0.1.  Clients that send no Origin
+ * (curl, scripts, probes) are not affected. */
+static int admin_cross_origin(const httpd_req *req) {
+    const char *origin = httpd_req_header(req, "origin");
+    if (!origin) return 0;
+    const char *host = httpd_req_header(req, "host");
+    const char *sep = strstr(origin, "://");
+    return !host || !sep || strcasecmp(sep + 3, host) != 0;
+}
+
+static void admin_dashboard(httpd_req *req) {
+    httpd_respond(req, 200, "text/html; charset=utf-8", admin_dashboard_html,
+                  admin_dashboard_html_len, admin_html_headers);
 }
 
 /* Metrics the registry does not hold because they are read live. */
@@ -98,6 +216,17 @@ static void admin_handle(httpd_req *req, void *opaque) {
     const char *path = httpd_req_path(req);
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int post = strcmp(method, "POST") == 0;
+    if (post && admin_cross_origin(req)) {
+        httpd_respond_json_error(req, 403, "cross-origin request refused");
+        return;
+    }
+    if (strcmp(path, "/") == 0) {
+        if (!get)
+            httpd_respond_json_error(req, 405, "use GET");
+        else
+            admin_dashboard(req);
+        return;
+    }
     if (strcmp(path, "/healthz") == 0) {
         if (!get) {
             httpd_respond_json_error(req, 405, "use GET");
@@ -127,7 +256,7 @@ static void admin_handle(httpd_req *req, void *opaque) {
         }
         json_t *arr = json_array();
         for (size_t i = 0; i < e->pipeline_count; i++)
-            json_array_append_new(arr, pipeline_describe(e->pipelines[i]));
+            json_array_append_new(arr, admin_describe(e, e->pipelines[i]));
         admin_json(req, 200, arr);
         return;
     }
@@ -144,7 +273,7 @@ static void admin_handle(httpd_req *req, void *opaque) {
             if (!get)
                 httpd_respond_json_error(req, 405, "use GET");
             else
-                admin_json(req, 200, pipeline_describe(pl));
+                admin_json(req, 200, admin_describe(e, pl));
             return;
         }
         int pause = strcmp(slash, "/pause") == 0, resume = strcmp(slash, "/resume") == 0;
@@ -165,7 +294,7 @@ static void admin_handle(httpd_req *req, void *opaque) {
             pipeline_pause(pl);
         else
             pipeline_resume(pl);
-        admin_json(req, 200, pipeline_describe(pl));
+        admin_json(req, 200, admin_describe(e, pl));
         return;
     }
     httpd_respond_json_error(req, 404, "no such endpoint");
