@@ -249,6 +249,19 @@ static void admin_handle(httpd_req *req, void *opaque) {
             admin_metrics(e, req);
         return;
     }
+    if (strcmp(path, "/reload") == 0) {
+        if (!post) {
+            httpd_respond_json_error(req, 405, "use POST");
+            return;
+        }
+        /* The same reload as SIGHUP; the answer says what it did (200), why
+         * nothing changed (400: the configuration's errors), or that one is
+         * already draining (409). */
+        json_t *report = NULL;
+        int rc = engine_reload(e, "POST /reload", &report);
+        admin_json(req, rc == 0 ? 200 : rc == -1 ? 400 : 409, report);
+        return;
+    }
     if (strcmp(path, "/pipelines") == 0) {
         if (!get) {
             httpd_respond_json_error(req, 405, "use GET");

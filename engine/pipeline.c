@@ -798,7 +798,7 @@ static void pl_timer_fire(uv_timer_t *t) {
 }
 
 static void pl_schedule(pipeline *pl, uint64_t due_ms) {
-    if (!pl->timers_open) return;
+    if (!pl->timers_open || pl->state == PIPELINE_STOPPED) return; /* closed or closing */
     uint64_t now = uv_now(pl->eng->loop);
     if (pl->dispatch_due_ms && pl->dispatch_due_ms <= due_ms) return;
     pl->dispatch_due_ms = due_ms;
@@ -1284,12 +1284,25 @@ static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
     return 0;
 }
 
+static int pl_start(pipeline *pl, char *errbuf, size_t errlen);
+
 int pipeline_start(pipeline *pl, char *errbuf, size_t errlen) {
+    int rc = pl_start(pl, errbuf, errlen);
+    if (rc < 0 && pl->state != PIPELINE_FAILED) {
+        /* Failed where it stands: the admin API and the dashboard show why. */
+        free(pl->fail_reason);
+        pl->fail_reason = strdup(errbuf);
+        pl_set_state(pl, PIPELINE_FAILED, errbuf);
+    }
+    return rc;
+}
+
+static int pl_start(pipeline *pl, char *errbuf, size_t errlen) {
     const pipeline_conf *pc = pl->conf;
     char err[512];
     uv_timer_init(pl->eng->loop, &pl->dispatch_timer);
     uv_timer_init(pl->eng->loop, &pl->commit_timer);
-    pl->timers_open = 1;
+    pl->timers_open = 2; /* dispatch_timer and commit_timer: both must close */
     if (pc->source) {
         const cd_source_ops *ops = pc->source->plugin->desc->source;
         instance_init(&pl->source_inst, pl->eng, pl, pc->name, pc->source->name);
