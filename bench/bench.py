@@ -24,7 +24,7 @@ Environment:
   BENCH_PERF        1: also run the engine once under `perf record` (DWARF call
                     graphs) and write bench/results/perf-file.txt (that run
                     is not part of the table)
-  BENCH_ONLY        comma-separated subset of consume,dynamodb,ingest (default: all)
+  BENCH_ONLY        comma-separated subset of consume,dynamodb,ingest,sns (default: all)
   BENCH_DDB_PIPELINE   a JSON object merged into the sink-dynamodb pipeline
   BENCH_HTTP_PIPELINE  a JSON object merged into the source-http pipeline, e.g.
                     '{"source": {"max_connections": 1000}}'
@@ -1001,7 +1001,7 @@ def run_kcat_produce(bootstrap, workroot, events, n):
     return r, topic
 
 
-SCENARIO_GROUPS = ("consume", "dynamodb", "ingest")
+SCENARIO_GROUPS = ("consume", "dynamodb", "ingest", "sns")
 
 
 def ingest_scenarios(bootstrap, scale, keep, workroot, overrides):
@@ -1101,15 +1101,21 @@ DDB_ENV = {"AWS_ACCESS_KEY_ID": "AKIDBENCHDUMMY", "AWS_SECRET_ACCESS_KEY": "benc
 
 
 class Responder:
-    """bench/ddb_responder.py: a loopback BatchWriteItem endpoint that counts
-    the eventIds it is sent."""
+    """BUILD/bench/ddb_responder (bench/ddb_responder.c, libuv): a loopback
+    BatchWriteItem endpoint that counts the eventIds it is sent."""
 
     def __init__(self, work):
         self.portfile = work / "ddb.port"
         self.log = work / "ddb-responder.log"
+        exe, src = BUILD / "bench" / "ddb_responder", BENCH / "ddb_responder.c"
+        if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
+            exe.parent.mkdir(parents=True, exist_ok=True)
+            p = subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", str(exe), str(src),
+                                "-luv"], capture_output=True, text=True)
+            if p.returncode != 0:
+                raise BenchError(f"cannot build {exe}: {p.stderr}")
         with open(self.log, "wb") as logf:
-            self.proc = subprocess.Popen([sys.executable, str(BENCH / "ddb_responder.py"),
-                                          str(self.portfile)], stdout=logf,
+            self.proc = subprocess.Popen([str(exe), str(self.portfile)], stdout=logf,
                                          stderr=subprocess.STDOUT)
         end = time.monotonic() + 10
         while not self.portfile.exists():
@@ -1288,7 +1294,7 @@ def ddb_scenarios(bootstrap, topic, n, ids, repeat, keep, workroot, overrides):
     rows = [ref, node, eng]
     print()
     print(f"consume → sink-dynamodb (put, BatchWriteItem) into a loopback endpoint "
-          f"(bench/ddb_responder.py): {n:,} records; median of {repeat} runs; vs reference = "
+          f"(bench/ddb_responder.c): {n:,} records; median of {repeat} runs; vs reference = "
           f"records/s ÷ kcat raw consume's")
     if overrides:
         print(f"overrides (not the default scenario): {json.dumps(overrides)}")
@@ -1306,6 +1312,107 @@ def ddb_scenarios(bootstrap, topic, n, ids, repeat, keep, workroot, overrides):
     return {"table": rows, "runs": runs, "item_template": DDB_ITEM,
             "target_records_per_s": 150_000, "target_cpu_us_per_record": 5,
             "target_cpu_vs_node": 14}
+
+
+# ------------------------------------------------------ scenario: consume -> sink-sns
+
+SNS_TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:bench-events"
+
+
+class SnsResponder(Responder):
+    """bench/sns_responder.py: a loopback Publish / PublishBatch endpoint that
+    counts the eventIds of the messages it is sent (same interface as the
+    DynamoDB one)."""
+
+    def __init__(self, work):
+        self.portfile = work / "sns.port"
+        self.log = work / "sns-responder.log"
+        with open(self.log, "wb") as logf:
+            self.proc = subprocess.Popen([sys.executable, str(BENCH / "sns_responder.py"),
+                                          str(self.portfile)], stdout=logf,
+                                         stderr=subprocess.STDOUT)
+        end = time.monotonic() + 10
+        while not self.portfile.exists():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise BenchError(f"sns_responder did not start:\n{tail(self.log)}")
+            time.sleep(0.02)
+        self.port = int(self.portfile.read_text())
+        self.endpoint = f"http://127.0.0.1:{self.port}/"
+        import http.client
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+
+def run_engine_sns(bootstrap, topic, n, ids, workroot, rep, batched):
+    """The engine with one sink-sns pipeline (message = the whole value, one
+    String attribute, no Redis dedupe) into the loopback responder, fresh
+    consumer group; `batched`: PublishBatch (10 per request), else one Publish
+    per record. Measured until the responder holds every eventId."""
+    what = "consume → sink-sns " + ("(PublishBatch)" if batched else "(Publish)")
+    work = Path(tempfile.mkdtemp(prefix=f"sns-{'batch' if batched else 'single'}-{rep}-",
+                                 dir=workroot))
+    resp = SnsResponder(work)
+    try:
+        pipeline = {"name": f"bench-sns-{uuid.uuid4().hex[:10]}", "topics": [topic],
+                    "batch": dict(BATCH),
+                    "sinks": [{"plugin": "sns", "name": "sns", "topic_arn": SNS_TOPIC_ARN,
+                               "endpoint": resp.endpoint, "message": "${/}",
+                               "message_attributes": {"eventType": {
+                                   "type": "String", "value": "${/eventType}"}},
+                               "dedupe_window": "off", "batch": batched, "max_in_flight": 64}]}
+        eng = Engine(work, engine_config(bootstrap), {"bench-sns": pipeline},
+                     env=dict(os.environ, **DDB_ENV)).start()
+        try:
+            first, done_at = drive_ddb(lambda: eng.check_alive("before the last record"), resp,
+                                       n, eng.t0_wall, eng.elapsed, what)
+            usage, stop_s = eng.stop()
+        finally:
+            eng.kill()
+        c = resp.count()
+        got = resp.ids()
+        if got != set(ids):
+            raise BenchError(f"{what}: the endpoint got {len(got)} distinct eventIds, expected "
+                             f"{n}; work dir {work}")
+    finally:
+        resp_cpu = resp.stop()
+    return result(what, n, done_at, usage, first,
+                  {"shutdown_s": stop_s, "responder_cpu_s": resp_cpu,
+                   "sns_requests": c["requests"], "sns_messages": c["messages"],
+                   "sns_duplicate_messages": c["messages"] - len(got),
+                   "messages_per_request": c["messages"] / max(c["requests"], 1)}), work
+
+
+def sns_scenarios(bootstrap, topic, n, ids, repeat, keep, workroot):
+    """consume → sink-sns with PublishBatch against single Publish, interleaved
+    `repeat` times into the loopback responder. Prints a table and the
+    ratios; returns what goes into latest.json under "sns"."""
+    runs = {"batch": [], "single": []}
+    for rep in range(repeat):
+        for batched, key in ((True, "batch"), (False, "single")):
+            r, work = run_engine_sns(bootstrap, topic, n, ids, workroot, rep, batched)
+            runs[key].append(r)
+            log(f"run {rep + 1}/{repeat}: {r['scenario']} {r['records_per_s']:,.0f} "
+                f"notifications/s, {r['cpu_us_per_record']:.2f} µs/rec, {r['sns_requests']:,} "
+                f"requests ({r['messages_per_request']:.1f} messages each)")
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+    b, s = median_run(runs["batch"]), median_run(runs["single"])
+    for r in (b, s):
+        r.pop("work_dir", None)
+    b["rate_vs_single"] = b["records_per_s"] / s["records_per_s"]
+    b["cpu_vs_single"] = s["cpu_us_per_record"] / b["cpu_us_per_record"]
+    print()
+    print(f"consume → sink-sns into a loopback SNS (bench/sns_responder.py): {n:,} records; "
+          f"median of {repeat} runs")
+    print(table([b, s]))
+    print()
+    print(f"consume → sink-sns: PublishBatch {b['records_per_s']:,.0f} notifications/s, "
+          f"{b['cpu_us_per_record']:.2f} CPU µs/record ({b['sns_requests']:,} requests); single "
+          f"Publish {s['records_per_s']:,.0f} notifications/s, {s['cpu_us_per_record']:.2f} CPU "
+          f"µs/record ({s['sns_requests']:,} requests). PublishBatch: {b['rate_vs_single']:.1f}× "
+          f"the rate, {b['cpu_vs_single']:.1f}× less CPU per record. Duplicates: "
+          f"{sum(r['sns_duplicate_messages'] for rs in runs.values() for r in rs)}. Responder "
+          f"CPU (not counted above): {b['responder_cpu_s']:.2f}s / {s['responder_cpu_s']:.2f}s.")
+    return {"table": [b, s], "runs": runs}
 
 
 # --------------------------------------------------------------------------- reporting
@@ -1552,6 +1659,16 @@ def main():
                 run_kcat(bootstrap, topic, n, workroot)
                 run_kcat(bootstrap, topic, n, workroot, group=f"bench-warmup-{run_id}")
             ddb_doc = ddb_scenarios(bootstrap, topic, n, ids, repeat, keep, workroot, overrides)
+        sns_doc = None
+        if "sns" in only:
+            if ids is None:
+                produced = True
+                log(f"topic {topic}: {n} records over {KEYS} keys, {PARTITIONS} partitions; "
+                    f"work dir {workroot}")
+                create_topic(bootstrap, topic)
+                ids, avg_value = produce(bootstrap, topic, n, run_id, workroot)
+                run_kcat(bootstrap, topic, n, workroot)
+            sns_doc = sns_scenarios(bootstrap, topic, n, ids, repeat, keep, workroot)
         if "ingest" in only:
             ingest_doc = ingest_scenarios(bootstrap, scale, keep, workroot, overrides)
         doc = {
@@ -1568,6 +1685,8 @@ def main():
             doc["dynamodb"] = ddb_doc
         if ingest_doc:
             doc["ingest"] = ingest_doc
+        if sns_doc:
+            doc["sns"] = sns_doc
         (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         print(f"written {RESULTS.relative_to(ROOT) / 'latest.json'} "
               f"({time.monotonic() - started:.0f}s)")
