@@ -228,61 +228,43 @@ static int file_json_is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Appends a value the engine validated as one JSON text (value_format json).
- * It may be pretty-printed.  In valid JSON a raw CR or LF can only be
- * whitespace between tokens (inside strings they must be escaped), so
- * turning each into a space keeps the text's meaning and our line one line.
- *
- * Not every JSON validator insists on UTF-8.  A byte that is not part of a
- * well-formed UTF-8 sequence can only sit inside a string in otherwise valid
- * JSON, where \u00XX is a legal spelling, so the same Latin-1 rule as in
- * file_json_string() keeps the file valid UTF-8 whatever the validator let
- * through. */
+/* Appends a value the engine validated as one JSON text (value_format json):
+ * RFC 8259 and well-formed UTF-8 (engine/jsonscan.c checks both), possibly
+ * pretty-printed.  In valid JSON a raw CR or LF can only be whitespace
+ * between tokens (inside strings they must be escaped), so turning each into
+ * a space keeps the text's meaning and our line one line.  The copy is one
+ * memcpy; memchr finds the rare line breaks a vector at a time. */
 static int file_json_embed(file_buf *b, const char *text, size_t n) {
-    const unsigned char *s = (const unsigned char *)text;
-    while (n > 0 && file_json_is_space((char)s[0])) {
+    const char *s = text;
+    while (n > 0 && file_json_is_space(s[0])) {
         s++;
         n--;
     }
-    while (n > 0 && file_json_is_space((char)s[n - 1]))
+    while (n > 0 && file_json_is_space(s[n - 1]))
         n--;
     /* Empty is not JSON, so the engine should never hand it to us; if it
      * does, null keeps the line parseable instead of corrupting the file. */
     if (n == 0) return file_buf_puts(b, "null");
-
-    enum { BLOCK = 4096 }; /* as in file_json_string() */
-    size_t i = 0;
-    while (i < n) {
-        size_t step = n - i < BLOCK ? n - i : BLOCK;
-        size_t stop = i + step;
-        if (file_buf_reserve(b, 6 * step + 3) < 0) return CD_ERR_NOMEM;
-        char *o = b->data + b->len;
-        while (i < stop) {
-            unsigned char c = s[i];
-            if (c < 0x80) {
-                *o++ = (c == '\n' || c == '\r') ? ' ' : (char)c;
-                i++;
-                continue;
-            }
-            size_t k = file_utf8_len(s + i, n - i);
-            if (k == 0) {
-                o = file_put_u00(o, c);
-                i++;
-            } else {
-                memcpy(o, s + i, k);
-                o += k;
-                i += k;
-            }
-        }
-        b->len = (size_t)(o - b->data);
-    }
+    if (file_buf_reserve(b, n + 1) < 0) return CD_ERR_NOMEM;
+    char *o = b->data + b->len;
+    memcpy(o, s, n);
+    for (char *p = o, *end = o + n; (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+        *p = ' ';
+    for (char *p = o, *end = o + n; (p = memchr(p, '\r', (size_t)(end - p))) != NULL; p++)
+        *p = ' ';
+    b->len += n;
     return 0;
 }
 
 static int file_json_int(file_buf *b, int64_t v) {
-    char tmp[24];
-    int len = snprintf(tmp, sizeof(tmp), "%" PRId64, v);
-    return file_buf_append(b, tmp, (size_t)len);
+    char tmp[24], *p = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    return file_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 /* Appends one record as one line:

@@ -107,7 +107,7 @@ typedef struct cd_config cd_config;
 
 /* ------------------------------------------------------------------ records */
 typedef enum cd_value_format {
-    CD_VALUE_JSON = 0, /* the engine checked the value is one valid JSON text */
+    CD_VALUE_JSON = 0, /* the engine checked: one JSON text (RFC 8259), well-formed UTF-8 */
     CD_VALUE_RAW = 1,  /* arbitrary bytes */
 } cd_value_format;
 
