@@ -19,6 +19,8 @@
 #include <strings.h>
 #include <time.h>
 
+#define HTTPC_SPARE_EASY 64
+
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 _Static_assert(HTTPC_ERR_TIMEOUT == HTTPC_ERR_CURL_BASE - CURLE_OPERATION_TIMEDOUT,
@@ -54,6 +56,10 @@ struct httpc {
     int closing;
     void (*on_closed)(void *opaque);
     void *closed_opaque;
+    /* Finished easy handles, reset and kept for the next requests: a fresh
+     * curl_easy_init per request allocates and clears tens of KiB. */
+    CURL *spare[HTTPC_SPARE_EASY];
+    size_t nspare;
 };
 
 struct httpc_pool {
@@ -147,6 +153,21 @@ static int httpc_pool_release(httpc_pool *p) {
     return 0;
 }
 
+static CURL *httpc_easy_get(httpc *c) {
+    return c->nspare ? c->spare[--c->nspare] : curl_easy_init();
+}
+
+/* A finished handle (out of the multi) back to the spares, its options
+ * reset; curl_easy_reset keeps nothing of the request. */
+static void httpc_easy_put(httpc *c, CURL *e) {
+    if (c->closing || c->nspare == HTTPC_SPARE_EASY) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_reset(e);
+    c->spare[c->nspare++] = e;
+}
+
 static void httpc_req_free(httpc_req *rq) {
     if (rq->easy) curl_easy_cleanup(rq->easy);
     curl_slist_free_all(rq->headers);
@@ -180,7 +201,7 @@ static void httpc_req_deliver(httpc_req *rq, int status, int error, const char *
     /* The connection goes back to curl's cache before the user runs, so a
      * follow-up request submitted from the callback can reuse it. */
     if (rq->easy) {
-        curl_easy_cleanup(rq->easy);
+        httpc_easy_put(rq->pool->c, rq->easy);
         rq->easy = NULL;
     }
     rq->cb(rq->opaque, &resp);
@@ -827,7 +848,7 @@ int httpc_submit(httpc_pool *p, const httpc_request *r, httpc_cb cb, void *opaqu
     if (rq->resp_max > SIZE_MAX / 4)
         rq->resp_max = SIZE_MAX / 4; /* growth arithmetic stays exact */
     rq->submitted_ns = uv_hrtime();
-    rq->easy = curl_easy_init();
+    rq->easy = httpc_easy_get(p->c);
     if (!rq->easy) {
         snprintf(errbuf, errlen, "curl_easy_init failed");
         httpc_req_free(rq);
@@ -972,6 +993,8 @@ void httpc_close(httpc *c, void (*on_closed)(void *opaque), void *opaque) {
      * watcher gone before the fd), then let curl close them. */
     while (c->socks)
         httpc_sock_close(c->socks);
+    while (c->nspare)
+        curl_easy_cleanup(c->spare[--c->nspare]);
     CURLMcode mc = curl_multi_cleanup(c->multi);
     if (mc != CURLM_OK) LOG_WARN("httpc: curl_multi_cleanup: %s", curl_multi_strerror(mc));
     c->multi = NULL;
