@@ -77,7 +77,7 @@ static const char *admin_skip_label(const char *rest, const char *key) {
  * summed ("lag", null while no partition has a high watermark yet) and the
  * plugins' own metrics from the registry: a sink's under its sink
  * ("metrics": {"sink_file_bytes_written_total": 123}), a source's (labelled
- * like a sink, with the source's name) and any other under the pipeline.
+ * source="name") and any other under the pipeline.
  * The engine's connectd_* series are left out: the description already
  * carries them.  Caller owns the result. */
 static json_t *admin_describe(engine *e, const pipeline *pl) {
@@ -112,7 +112,7 @@ static json_t *admin_describe(engine *e, const pipeline *pl) {
         else if (*rest)
             continue; /* another pipeline whose name starts with this one's */
         json_t *into = own;
-        const char *past = source ? admin_skip_label(rest, "sink") : NULL;
+        const char *past = source ? admin_skip_label(rest, "source") : NULL;
         if (past) rest = past;
         json_array_foreach(sinks, i, s) {
             char slabel[300];

@@ -68,7 +68,8 @@ static cd_metric *host_metric_register(cd_instance *inst, cd_metric_type type, c
     char labels[512], l1[240], l2[240];
     metrics_label(l1, sizeof(l1), "pipeline", inst->pipeline_name);
     if (*inst->name) {
-        metrics_label(l2, sizeof(l2), "sink", inst->name);
+        metrics_label(l2, sizeof(l2), inst->pl && pipeline_is_source(inst->pl) ? "source" : "sink",
+                      inst->name);
         snprintf(labels, sizeof(labels), "%s,%s", l1, l2);
     } else {
         snprintf(labels, sizeof(labels), "%s", l1);
@@ -98,8 +99,10 @@ static int host_produce(cd_instance *inst, const char *topic, const void *key, s
             rd_kafka_header_add(h, headers[i].name, -1, headers[i].value,
                                 headers[i].value ? (ssize_t)headers[i].value_len : 0);
     }
-    return kafka_producer_send(p, topic, RD_KAFKA_PARTITION_UA, key, key_len, value, value_len, h,
-                               cb, opaque, errbuf, errlen);
+    int rc = kafka_producer_send(p, topic, RD_KAFKA_PARTITION_UA, key, key_len, value, value_len, h,
+                                 cb, opaque, errbuf, errlen);
+    if (rc == 0 && inst->pl) pipeline_count_produced(inst->pl);
+    return rc;
 }
 
 /* The plugin-facing HTTP types are the server's own under opaque names. */

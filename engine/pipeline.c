@@ -167,6 +167,14 @@ const char *pipeline_state_name(pipeline_state s) {
     return names[s];
 }
 
+int pipeline_is_source(const pipeline *pl) {
+    return pl->conf->source != NULL;
+}
+
+void pipeline_count_produced(pipeline *pl) {
+    metrics_add(pl->m_records_in, 1);
+}
+
 pipeline_state pipeline_get_state(const pipeline *pl) {
     return pl->state;
 }
@@ -1560,6 +1568,7 @@ json_t *pipeline_describe(const pipeline *pl) {
     if (pl->conf->source) {
         json_object_set_new(o, "kind", json_string("source"));
         json_object_set_new(o, "source", json_string(pl->conf->source->plugin->desc->name));
+        json_object_set_new(o, "records_in", json_real(pl->m_records_in->value));
         return o;
     }
     json_object_set_new(o, "kind", json_string("sink"));

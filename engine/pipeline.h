@@ -36,6 +36,9 @@ void pipeline_force_stop(pipeline *pl);
 void pipeline_free(pipeline *pl);
 
 pipeline_state pipeline_get_state(const pipeline *pl);
+int pipeline_is_source(const pipeline *pl);
+/* A source pipeline's record went to the producer: its records_in. */
+void pipeline_count_produced(pipeline *pl);
 const char *pipeline_name(const pipeline *pl);
 /* Pause / resume fetching of every partition (admin API). */
 void pipeline_pause(pipeline *pl);

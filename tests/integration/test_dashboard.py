@@ -316,6 +316,9 @@ def test_a_source_pipeline_shows_its_plugins_counters(kafka, engines, tmp_path):
 
     d = json.loads(get(base + "/pipelines/ingest")[2])
     assert d["kind"] == "source" and d["source"] == "http" and d["lag"] is None
+    assert d["records_in"] == 3, "the engine counts what a source produced"
+    metrics = get(base + "/metrics")[2].decode()
+    assert 'source_http_events_accepted_total{pipeline="ingest",source="http"} 3' in metrics
     assert d["metrics"]["source_http_events_accepted_total"] == 3
     assert d["metrics"]["source_http_events_rejected_total"] == 1
     assert d["metrics"]["source_http_requests_total"] == 4
