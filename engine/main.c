@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static int usage(FILE *f) {
     fprintf(f, "usage: connectd run -c CONFIG\n"
@@ -28,6 +29,21 @@ static const char *config_arg(int argc, char **argv) {
     for (int i = 2; i + 1 < argc; i++)
         if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) return argv[i + 1];
     return NULL;
+}
+
+/* Every WebSocket client, HTTP connection and broker connection is a file
+ * descriptor: the soft limit (often 1024) goes up to the hard one (as Go's
+ * runtime and nginx do), capped so select()-era code never sees a huge
+ * value.  Returns the soft limit in force. */
+static rlim_t raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1048576 ? 1048576 : rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur;
 }
 
 int main(int argc, char **argv) {
@@ -52,7 +68,9 @@ int main(int argc, char **argv) {
             fprintf(stderr, "connectd %s: -c CONFIG is required\n", cmd);
             return 2;
         }
-        return strcmp(cmd, "run") == 0 ? engine_run_main(config) : cli_validate(config);
+        if (strcmp(cmd, "run") != 0) return cli_validate(config);
+        raise_fd_limit();
+        return engine_run_main(config);
     }
     fprintf(stderr, "connectd: unknown command \"%s\"\n", cmd);
     return usage(stderr);

@@ -83,3 +83,29 @@ def test_admin_port_in_use_is_a_clear_error(kafka, engines, tmp_path):
     assert rc == 1
     assert f"admin API: listen {addr}: address already in use" in second.logs()
     assert first.stop() == 0
+
+
+def test_the_engine_raises_its_open_file_limit(kafka, engines, tmp_path):
+    """Thousands of WebSocket clients are thousands of descriptors: the soft
+    limit goes up to the hard one (at most 1,048,576) when `run` starts."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else 1048576, 1048576)
+    topic = unique("fdlimit")
+    create_topic(kafka, topic, 1)
+    eng = engines({"bootstrap.servers": kafka["KAFKA_BOOTSTRAP"]},
+                  {"p": {"name": "fd", "topics": [topic],
+                         "sinks": [{"plugin": "file", "path": str(tmp_path / "o.ndjson")}]}})
+    # Start it with a low soft limit, as a default systemd or docker one.
+    import subprocess
+    eng.runs += 1
+    eng.log = open(eng.log_path, "ab")
+    eng.proc = subprocess.Popen(
+        ["sh", "-c", f'ulimit -Sn 1024 && exec "$0" run -c "$1"',
+         str(__import__("conftest").CONNECTD), str(eng.dir / "connectd.json")],
+        stdout=eng.log, stderr=subprocess.STDOUT, env=eng.env)
+    eng.admin_url()
+    with open(f"/proc/{eng.proc.pid}/limits") as f:
+        line = next(l for l in f if l.startswith("Max open files"))
+    assert int(line.split()[3]) == want, line
+    assert eng.stop() == 0
