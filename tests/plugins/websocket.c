@@ -1,0 +1,483 @@
+/*
+ * sink-websocket: its JWT check and its seq insertion (plugins/sink-websocket/
+ * websocket_auth.c and websocket_json.c, compiled in: pure functions of
+ * their input), and its option validation (the real build/plugins/
+ * sink-websocket.so, its options through the engine's config map, init
+ * on the engine's host).  Tokens are made with libjwt's encoder and keys
+ * with OpenSSL, so the verifier is checked against an encoder it does not
+ * share code with.  The integration tests (tests/integration/
+ * test_sink_websocket.py) cover the server against real clients.
+ */
+#include <criterion/criterion.h>
+
+#include "../../plugins/sink-websocket/websocket_auth.c"
+#include "../../plugins/sink-websocket/websocket_json.c"
+
+#include "configmap.h"
+#include "diag.h"
+#include "engine.h"
+#include "log.h"
+#include "metrics.h"
+#include "plugin.h"
+
+#include <openssl/rsa.h>
+
+#define WS_SO CONNECTD_BUILD_PLUGIN_DIR "/sink-websocket.so"
+
+/* ------------------------------------------------------------- tokens */
+
+static char *pem_of(EVP_PKEY *key, int private_part) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    cr_assert_not_null(bio);
+    if (private_part)
+        cr_assert(PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL));
+    else
+        cr_assert(PEM_write_bio_PUBKEY(bio, key));
+    char *data = NULL;
+    long n = BIO_get_mem_data(bio, &data);
+    char *out = strndup(data, (size_t)n);
+    BIO_free(bio);
+    return out;
+}
+
+typedef struct rsa_pair {
+    char *priv, *pub;
+} rsa_pair;
+
+static rsa_pair rsa_new(void) {
+    EVP_PKEY *key = EVP_RSA_gen(2048);
+    cr_assert_not_null(key);
+    rsa_pair p = {pem_of(key, 1), pem_of(key, 0)};
+    EVP_PKEY_free(key);
+    return p;
+}
+
+static void rsa_free(rsa_pair *p) {
+    free(p->priv);
+    free(p->pub);
+}
+
+/* A token signed with alg and key; sub NULL leaves the claim out; exp 0
+ * leaves it out. */
+static char *token(jwt_alg_t alg, const char *key, const char *sub, long exp) {
+    jwt_t *j = NULL;
+    cr_assert_eq(jwt_new(&j), 0);
+    if (sub) cr_assert_eq(jwt_add_grant(j, "sub", sub), 0);
+    if (exp) cr_assert_eq(jwt_add_grant_int(j, "exp", exp), 0);
+    cr_assert_eq(jwt_set_alg(j, alg, (const unsigned char *)key, key ? (int)strlen(key) : 0), 0);
+    char *t = jwt_encode_str(j);
+    cr_assert_not_null(t);
+    jwt_free(j);
+    return t;
+}
+
+static ws_auth_result verify(const ws_auth *a, const char *tok, char **sub, char *why) {
+    return ws_auth_verify(a, tok, time(NULL), sub, why, WS_REASON_MAX);
+}
+
+#define EXPECT_REFUSED(a, tok, reason)                                                             \
+    do {                                                                                           \
+        char *sub_ = NULL;                                                                         \
+        char why_[WS_REASON_MAX] = "";                                                             \
+        cr_assert_eq(verify(a, tok, &sub_, why_), WS_AUTH_INVALID, "accepted: %s", tok);           \
+        cr_assert_null(sub_);                                                                      \
+        cr_assert(strstr(why_, reason) != NULL, "reason \"%s\", wanted \"%s\"", why_, reason);     \
+    } while (0)
+
+Test(websocket_jwt, a_good_hs256_token_gives_its_sub) {
+    ws_auth a;
+    char err[256];
+    cr_assert_eq(ws_auth_init(&a, "s3cret", NULL, err, sizeof(err)), 0, "%s", err);
+    char *t = token(JWT_ALG_HS256, "s3cret", "c-1001", time(NULL) + 60);
+    char *sub = NULL, why[WS_REASON_MAX];
+    cr_assert_eq(verify(&a, t, &sub, why), WS_AUTH_OK, "%s", why);
+    cr_assert_str_eq(sub, "c-1001");
+    free(sub);
+    free(t);
+    ws_auth_free(&a);
+}
+
+Test(websocket_jwt, a_good_rs256_token_verifies_with_the_public_key) {
+    rsa_pair k = rsa_new();
+    ws_auth a;
+    char err[256];
+    cr_assert_eq(ws_auth_init(&a, NULL, k.pub, err, sizeof(err)), 0, "%s", err);
+    char *t = token(JWT_ALG_RS256, k.priv, "c-rs", time(NULL) + 60);
+    char *sub = NULL, why[WS_REASON_MAX];
+    cr_assert_eq(verify(&a, t, &sub, why), WS_AUTH_OK, "%s", why);
+    cr_assert_str_eq(sub, "c-rs");
+    free(sub);
+    free(t);
+    ws_auth_free(&a);
+    rsa_free(&k);
+}
+
+Test(websocket_jwt, expired_wrong_key_none_mismatch_and_no_sub_are_refused) {
+    ws_auth hs, rs;
+    char err[256];
+    rsa_pair k = rsa_new(), other = rsa_new();
+    cr_assert_eq(ws_auth_init(&hs, "s3cret", NULL, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(ws_auth_init(&rs, NULL, k.pub, err, sizeof(err)), 0, "%s", err);
+    long later = time(NULL) + 60;
+    char *t;
+
+    t = token(JWT_ALG_HS256, "s3cret", "c1", time(NULL) - 1);
+    EXPECT_REFUSED(&hs, t, "expired");
+    free(t);
+    t = token(JWT_ALG_HS256, "s3cret", "c1", 0);
+    EXPECT_REFUSED(&hs, t, "no exp");
+    free(t);
+    t = token(JWT_ALG_HS256, "another secret", "c1", later);
+    EXPECT_REFUSED(&hs, t, "does not verify");
+    free(t);
+    t = token(JWT_ALG_RS256, other.priv, "c1", later);
+    EXPECT_REFUSED(&rs, t, "does not verify");
+    free(t);
+    t = token(JWT_ALG_NONE, NULL, "c1", later);
+    EXPECT_REFUSED(&hs, t, "alg none is not accepted");
+    EXPECT_REFUSED(&rs, t, "alg none is not accepted");
+    free(t);
+    /* alg mismatch: an RS256 token where HS256 is configured, and the
+     * public key used as an HMAC secret where RS256 is. */
+    t = token(JWT_ALG_RS256, k.priv, "c1", later);
+    EXPECT_REFUSED(&hs, t, "alg RS256 is not accepted (only HS256)");
+    free(t);
+    t = token(JWT_ALG_HS256, k.pub, "c1", later);
+    EXPECT_REFUSED(&rs, t, "alg HS256 is not accepted (only RS256)");
+    free(t);
+    t = token(JWT_ALG_HS512, "s3cret", "c1", later);
+    EXPECT_REFUSED(&hs, t, "alg HS512 is not accepted");
+    free(t);
+    t = token(JWT_ALG_HS256, "s3cret", NULL, later);
+    EXPECT_REFUSED(&hs, t, "no sub");
+    free(t);
+    t = token(JWT_ALG_HS256, "s3cret", "", later);
+    EXPECT_REFUSED(&hs, t, "no sub");
+    free(t);
+    /* Tampered claims keep the old signature. */
+    t = token(JWT_ALG_HS256, "s3cret", "c1", later);
+    char *forged = token(JWT_ALG_HS256, "x", "c2", later);
+    char *dot1 = strchr(t, '.'), *dot2 = strchr(dot1 + 1, '.');
+    char *fdot1 = strchr(forged, '.'), *fdot2 = strchr(fdot1 + 1, '.');
+    char mixed[2048];
+    snprintf(mixed, sizeof(mixed), "%.*s%.*s%s", (int)(dot1 - t), t, (int)(fdot2 - fdot1), fdot1,
+             dot2);
+    EXPECT_REFUSED(&hs, mixed, "does not verify");
+    free(forged);
+    free(t);
+    EXPECT_REFUSED(&hs, "not-a-token", "not a JWT");
+    EXPECT_REFUSED(&hs, "a.b.c.d", "not a JWT");
+    char *sub = NULL, why[WS_REASON_MAX];
+    cr_assert_eq(verify(&hs, NULL, &sub, why), WS_AUTH_MISSING);
+    ws_auth_free(&hs);
+    ws_auth_free(&rs);
+    rsa_free(&k);
+    rsa_free(&other);
+}
+
+Test(websocket_jwt, the_token_comes_from_bearer_then_the_query) {
+    char scratch[64];
+    cr_assert_str_eq(ws_auth_token("Bearer abc  ", "q", scratch, sizeof(scratch)), "abc");
+    cr_assert_str_eq(ws_auth_token("bearer\tabc", NULL, scratch, sizeof(scratch)), "abc");
+    cr_assert_str_eq(ws_auth_token("Basic abc", "q", scratch, sizeof(scratch)), "q");
+    cr_assert_str_eq(ws_auth_token(NULL, "q", scratch, sizeof(scratch)), "q");
+    cr_assert_null(ws_auth_token(NULL, "", scratch, sizeof(scratch)));
+    cr_assert_null(ws_auth_token("Bearer ", NULL, scratch, sizeof(scratch)));
+}
+
+Test(websocket_jwt, keys_must_be_exactly_one_and_a_public_key_must_be_rsa_pem) {
+    ws_auth a;
+    char err[256];
+    cr_assert_lt(ws_auth_init(&a, NULL, NULL, err, sizeof(err)), 0);
+    cr_assert(strstr(err, "exactly one") != NULL, "%s", err);
+    cr_assert_lt(ws_auth_init(&a, "s", "-----BEGIN PUBLIC KEY-----", err, sizeof(err)), 0);
+    cr_assert_lt(ws_auth_init(&a, NULL, "not a key", err, sizeof(err)), 0);
+    cr_assert(strstr(err, "jwt_public_key: not a PEM RSA public key") != NULL, "%s", err);
+    ws_auth b;
+    cr_assert_eq(ws_auth_init(&a, "s1", NULL, err, sizeof(err)), 0);
+    cr_assert_eq(ws_auth_init(&b, "s2", NULL, err, sizeof(err)), 0);
+    cr_assert_not(ws_auth_same(&a, &b));
+    ws_auth_free(&b);
+    cr_assert_eq(ws_auth_init(&b, "s1", NULL, err, sizeof(err)), 0);
+    cr_assert(ws_auth_same(&a, &b));
+    ws_auth_free(&a);
+    ws_auth_free(&b);
+}
+
+/* ---------------------------------------------------------------- seq */
+
+static char *with_seq(const char *json, uint64_t seq) {
+    ws_buf b = {0};
+    int r = ws_json_insert_seq(&b, json, strlen(json), seq);
+    if (r < 0) {
+        ws_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+#define EXPECT_SEQ(json, seq, want)                                                                \
+    do {                                                                                           \
+        char *got_ = with_seq(json, seq);                                                          \
+        cr_assert_not_null(got_, "refused %s", json);                                              \
+        cr_assert_str_eq(got_, want);                                                              \
+        free(got_);                                                                                \
+    } while (0)
+
+Test(websocket_json, seq_becomes_the_first_member) {
+    EXPECT_SEQ("{\"type\":\"KYC_VERIFIED\",\"data\":{\"a\":1}}", 7,
+               "{\"seq\":7,\"type\":\"KYC_VERIFIED\",\"data\":{\"a\":1}}");
+    EXPECT_SEQ("{}", 1, "{\"seq\":1}");
+    EXPECT_SEQ("  { \"a\" : [1] }\n", 18446744073709551615ULL,
+               "{\"seq\":18446744073709551615,\"a\" : [1] }");
+    EXPECT_SEQ("{ }", 2, "{\"seq\":2}");
+    cr_assert_null(with_seq("[1,2]", 1));
+    cr_assert_null(with_seq("\"text\"", 1));
+    cr_assert_null(with_seq("{", 1));
+    cr_assert_null(with_seq("", 1));
+}
+
+Test(websocket_json, seq_is_read_back_from_a_message) {
+    uint64_t seq = 0;
+    const char *m = "{\"seq\":42,\"type\":\"X\"}";
+    cr_assert_eq(ws_json_seq(m, strlen(m), &seq), 0);
+    cr_assert_eq(seq, 42);
+    cr_assert_eq(ws_json_seq("{\"seq\":3}", 9, &seq), 0);
+    cr_assert_eq(seq, 3);
+    cr_assert_lt(ws_json_seq("{\"type\":1}", 10, &seq), 0);
+    cr_assert_lt(ws_json_seq("{\"seq\":}", 8, &seq), 0);
+    cr_assert_lt(ws_json_seq("{\"seq\":12", 9, &seq), 0);
+    cr_assert_lt(ws_json_seq("{\"seq\":99999999999999999999}", 28, &seq), 0);
+}
+
+Test(websocket_json, strings_are_escaped_and_pointers_checked) {
+    ws_buf b = {0};
+    cr_assert_eq(ws_json_string(&b, "a\"b\\c\n", 6), 0);
+    cr_assert_str_eq(b.data, "\"a\\\"b\\\\c\\u000a\"");
+    ws_buf_free(&b);
+    cr_assert(ws_json_pointer_ok("/customerId"));
+    cr_assert(ws_json_pointer_ok("/a~1b/~0c"));
+    cr_assert_not(ws_json_pointer_ok("customerId"));
+    cr_assert_not(ws_json_pointer_ok("/a}"));
+    cr_assert_not(ws_json_pointer_ok("/a:-b"));
+    cr_assert_not(ws_json_pointer_ok("/a~2"));
+}
+
+/* ------------------------------------------------------------ options */
+
+typedef struct opt_fixture {
+    uv_loop_t loop;
+    engine eng;
+    cd_instance inst;
+    plugin_registry reg;
+    const cd_plugin_desc *desc;
+} opt_fixture;
+
+static opt_fixture fx;
+
+static void fx_setup(void) {
+    memset(&fx, 0, sizeof(fx));
+    log_set_level(CD_LOG_ERROR);
+    cr_assert_eq(uv_loop_init(&fx.loop), 0);
+    fx.eng.loop = &fx.loop;
+    char err[512];
+    cr_assert_eq(plugin_registry_load(&fx.reg, WS_SO, err, sizeof(err)), 0, "%s: %s", WS_SO, err);
+    const plugin *p = plugin_find(&fx.reg, "websocket");
+    cr_assert_not_null(p);
+    cr_assert_eq(p->desc->kind, CD_PLUGIN_SINK);
+    fx.desc = p->desc;
+    instance_init(&fx.inst, &fx.eng, NULL, "kyc-verified", "push");
+}
+
+static void fx_teardown(void) {
+    instance_release(&fx.inst);
+    metrics_free(&fx.eng.metrics);
+    plugin_registry_free(&fx.reg);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&fx.loop), 0, "the loop still has live handles");
+}
+
+TestSuite(websocket_options, .init = fx_setup, .fini = fx_teardown, .timeout = 30);
+
+/* Validates `json` with the engine's config map, then runs init.  Returns
+ * the first error ("" when init succeeded). */
+static char *init_with(const char *json) {
+    static char out[1024];
+    static const char *const engine_keys[] = {"plugin", "name", NULL};
+    json_t *sink = json_loads(json, 0, NULL);
+    cr_assert_not_null(sink, "%s", json);
+    diag d = {0};
+    cd_config *cfg = NULL;
+    int nerr =
+        configmap_apply(fx.desc->options, sink, engine_keys, "test.json", "sinks[0]", &d, &cfg);
+    json_decref(sink);
+    out[0] = '\0';
+    if (nerr) {
+        snprintf(out, sizeof(out), "%s", d.count ? d.lines[0] : "?");
+        diag_free(&d);
+        return out;
+    }
+    diag_free(&d);
+    void *ctx = NULL;
+    int r = fx.desc->sink->init(&engine_host, &fx.inst, cfg, &ctx, out, sizeof(out));
+    if (r == 0) {
+        cr_assert_not_null(ctx);
+        fx.desc->sink->destroy(ctx);
+        out[0] = '\0';
+    } else {
+        cr_assert(out[0] != '\0', "init failed without a reason");
+    }
+    configmap_free(cfg);
+    return out;
+}
+
+#define EXPECT_INIT(json, want)                                                                    \
+    do {                                                                                           \
+        const char *got_ = init_with(json);                                                        \
+        if (*(want) == '\0')                                                                       \
+            cr_assert_str_eq(got_, "", "%s: %s", json, got_);                                      \
+        else                                                                                       \
+            cr_assert(strstr(got_, want) != NULL, "%s: \"%s\", wanted \"%s\"", json, got_, want);  \
+    } while (0)
+
+Test(websocket_options, valid_configurations_initialise) {
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\"}", "");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"message\":{\"type\":\"KYC\","
+                "\"data\":\"${/data}\"},\"customer\":\"/customer/id\"}",
+                "");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"mode\":\"apigateway\",\"endpoint\":"
+                "\"http://127.0.0.1:3001/\",\"stage\":\"/dev/\"}",
+                "");
+}
+
+Test(websocket_options, bad_options_name_the_option_and_the_reason) {
+    EXPECT_INIT("{\"plugin\":\"websocket\"}", "jwt_secret / jwt_public_key: set exactly one");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"jwt_public_key\":\"k\"}",
+                "set exactly one");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_public_key\":\"not pem\"}",
+                "jwt_public_key: not a PEM RSA public key");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"customer\":\"customerId\"}",
+                "customer: must be a JSON pointer");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"message\":\"text ${/a}\"}",
+                "message: must be a JSON object template");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"message\":[1]}",
+                "message: must be a JSON object template");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"message\":{\"a\":\"${nope}\"}}",
+                "message:");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"ping_interval_ms\":5000,"
+                "\"idle_timeout_ms\":5000}",
+                "idle_timeout_ms: must be longer than ping_interval_ms");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"listen\":\"8081\"}",
+                "listen: must be HOST:PORT");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"mode\":\"apigateway\"}",
+                "endpoint: mode apigateway needs");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"mode\":\"apigateway\",\"endpoint\":\"ftp://x\"}",
+                "endpoint:");
+    /* The engine's config map: unknown keys, enums, bounds. */
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"jwt_secrte\":\"s\"}",
+                "jwt_secrte");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"mode\":\"lambda\"}", "mode");
+    EXPECT_INIT("{\"plugin\":\"websocket\",\"jwt_secret\":\"s\",\"max_send_queue_bytes\":10}",
+                "max_send_queue_bytes");
+}
+
+/* --------------------------------------------------- the shared server */
+
+typedef struct sink_run {
+    cd_instance inst;
+    cd_config *cfg;
+    void *ctx;
+    int stopped;
+} sink_run;
+
+static int done_ok, done_other;
+static int stop_calls;
+
+static void t_record_done(cd_batch *batch, size_t index, cd_outcome outcome, int64_t retry_after_ms,
+                          const char *reason) {
+    if (outcome == CD_RECORD_OK)
+        done_ok++;
+    else
+        done_other++;
+}
+
+static void t_on_stop(void *opaque, int status) {
+    sink_run *r = opaque;
+    cr_assert_eq(status, 0);
+    cr_assert_not(r->stopped, "stop callback twice");
+    r->stopped = 1;
+    stop_calls++;
+}
+
+static cd_host shared_host;
+
+static void run_init(sink_run *r, const char *name, const char *json) {
+    static const char *const engine_keys[] = {"plugin", "name", NULL};
+    memset(r, 0, sizeof(*r));
+    instance_init(&r->inst, &fx.eng, NULL, name, "push");
+    json_t *sink = json_loads(json, 0, NULL);
+    diag d = {0};
+    cr_assert_eq(
+        configmap_apply(fx.desc->options, sink, engine_keys, "t.json", "sinks[0]", &d, &r->cfg), 0);
+    diag_free(&d);
+    json_decref(sink);
+    char err[512];
+    cr_assert_eq(fx.desc->sink->init(&shared_host, &r->inst, r->cfg, &r->ctx, err, sizeof(err)), 0,
+                 "%s", err);
+}
+
+static void run_free(sink_run *r) {
+    fx.desc->sink->destroy(r->ctx);
+    configmap_free(r->cfg);
+    instance_release(&r->inst);
+}
+
+static void push_one(sink_run *r) {
+    static const char value[] = "{\"customerId\":\"c-1\",\"data\":{\"n\":1}}";
+    cd_record rec = {
+        .topic = "kyc", .value = value, .value_len = sizeof(value) - 1, .timestamp_ms = -1};
+    cd_batch b = {.count = 1, .records = &rec};
+    cr_assert_eq(fx.desc->sink->write(r->ctx, &b), 0);
+}
+
+Test(websocket_options, sinks_with_one_listen_share_a_server_until_the_last_stops) {
+    engine_conf conf;
+    memset(&conf, 0, sizeof(conf)); /* no redis_url: in-process */
+    fx.eng.conf = &conf;
+    shared_host = engine_host;
+    shared_host.record_done = t_record_done;
+    done_ok = done_other = stop_calls = 0;
+    const char *cfg = "{\"plugin\":\"websocket\",\"listen\":\"127.0.0.1:0\",\"jwt_secret\":\"s\"}";
+    sink_run a, b, c;
+    run_init(&a, "kyc-verified", cfg);
+    run_init(&b, "documents-processed", cfg);
+    run_init(&c, "policy-recommended",
+             "{\"plugin\":\"websocket\",\"listen\":\"127.0.0.1:0\",\"jwt_secret\":\"other\"}");
+    char err[512] = "";
+    cr_assert_eq(fx.desc->sink->start(a.ctx, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(fx.desc->sink->start(b.ctx, err, sizeof(err)), 0, "%s", err);
+    /* A different key on the same address: refused, naming the first sink. */
+    cr_assert_lt(fx.desc->sink->start(c.ctx, err, sizeof(err)), 0);
+    cr_assert(strstr(err, "differs from the sink that opened 127.0.0.1:0 (kyc-verified/push)"),
+              "%s", err);
+    run_free(&c);
+    push_one(&a);
+    push_one(&b);
+    cr_assert_eq(done_ok, 2);
+    /* The owner stops first: the server stays for b. */
+    cr_assert_eq(fx.desc->sink->stop(a.ctx, t_on_stop, &a), 0);
+    uv_run(&fx.loop, UV_RUN_NOWAIT);
+    uv_run(&fx.loop, UV_RUN_NOWAIT);
+    cr_assert(a.stopped, "a's stop did not complete while b holds the server");
+    run_free(&a);
+    push_one(&b);
+    cr_assert_eq(done_ok, 3);
+    cr_assert_eq(done_other, 0);
+    /* The last one closes the server; the loop ends with no handle left. */
+    cr_assert_eq(fx.desc->sink->stop(b.ctx, t_on_stop, &b), 0);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    cr_assert(b.stopped);
+    cr_assert_eq(stop_calls, 2);
+    run_free(&b);
+    fx.eng.conf = NULL;
+}
