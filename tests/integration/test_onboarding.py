@@ -334,6 +334,27 @@ def test_the_journey_page_turns_its_tiles_in_the_browser(platform):
     assert result.get("ok"), result
     assert result["results"]["states"] == ["complete"] * 5
     assert result["results"]["customer"] == cust
+
+    # The failing customer's page: replayed from the start (since=0), it
+    # shows the error; the happy customer's events never reach it.
+    other = unique("cust-fail")
+    for topic, e in journey(cust, other, ts0)[5:]:
+        p.post(topic, e)
+    failing = run_page(f"http://{p.ws}/demo#token={jwt_for(other)}", [
+        {"wait_for": '#error[data-shown="true"]'},
+        {"wait_for": '#tile-kyc[data-state="error"]'},
+        {"sleep_ms": 400},
+        {"screenshot": "journey-failing.png"},
+        {"eval": "() => [...document.querySelectorAll('.tile')].map(t => t.dataset.state)",
+         "as": "states"},
+        {"text": "#error", "as": "error"},
+        {"eval": "() => [...document.querySelectorAll('#events li')].map(li => li.dataset.type)",
+         "as": "types"}], timeout_ms=30000)
+    r = failing["results"]
+    assert r["states"] == ["complete", "complete", "error", "pending", "pending"], r
+    assert "identity document unreadable" in r["error"]
+    assert sorted(r["types"]) == sorted(["USER_INFO_SUBMITTED", "DOCUMENTS_PROCESSED",
+                                         "KYC_VERIFIED", "WORKFLOW_ERROR"]), r["types"]
     assert p.eng.stop() == 0
 
 
@@ -346,6 +367,7 @@ def test_the_dashboard_shows_the_onboarding_pipelines_running(platform):
              for n in names]
     steps += [{"sleep_ms": 1200},
               {"screenshot": "dashboard-onboarding.png", "full_page": True},
+              {"screenshot": "dashboard-onboarding-top.png", "full_page": False},
               {"eval": "() => [...document.querySelectorAll('#rows tr[data-pipeline]')]"
                        ".map(tr => tr.dataset.pipeline)", "as": "rows"}]
     result = run_page(p.admin + "/", steps, timeout_ms=30000)
