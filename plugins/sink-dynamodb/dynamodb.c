@@ -7,8 +7,10 @@
  *   dynamodb.c       the callbacks and the descriptor (this file)
  *   dynamodb_conf.c  options -> context (init) and back (destroy)
  *   dynamodb_attr.c  rendered JSON -> AttributeValues (pure, unit tested)
- *   aws_errors.c     HTTP result -> OK / RETRY / FATAL (shared with other AWS sinks)
  *   dynamodb.h       the context struct and friends
+ * and from plugins/common: aws_error.c and aws_error_xml.c (HTTP result ->
+ * OK / RETRY / FATAL; JSON answers, and XML ones from a front end),
+ * aws_conf.c (region and endpoint), inflight.c (batches in flight, stop).
  *
  * The path of one batch:
  *   ddb_write()         renders each record into its request text and its
@@ -17,7 +19,7 @@
  *   ddb_batch_run()     sends one round at a time: BatchWriteItem requests of
  *                       up to 25 items / 16 MB, or one request per record; the
  *                       HTTP pool bounds how many are in flight
- *   ddb_on_response()   classifies the answer (aws_errors.c); UnprocessedItems
+ *   ddb_on_response()   classifies the answer (aws_error.c); UnprocessedItems
  *                       are answered RETRY, only those records
  *
  * Requests are signed by the engine's HTTP client (SigV4, service
@@ -452,7 +454,7 @@ static void ddb_on_response(void *opaque, const cd_http_result *res) {
     ddb_batch *b = q->b;
     ddb_ctx *ctx = b->ctx;
     aws_error e;
-    cd_outcome o = aws_error_classify(res, &e);
+    cd_outcome o = aws_error_classify_body(res, &e);
     if (ctx->m_requests) ctx->host->metric_add(ctx->m_requests, 1);
     if (o == CD_RECORD_FATAL && aws_error_is(&e, "ConditionalCheckFailedException") &&
         ctx->cond_failed_ok)
@@ -511,7 +513,7 @@ static void ddb_req_send(ddb_batch *b, ddb_req *q) {
         .aws_region = ctx->region,
     };
     char err[256];
-    int rc = ctx->host->http_call(ctx->pool, &call, ddb_on_response, q, err, sizeof(err));
+    int rc = ctx->host->http_call(ctx->fl.pool, &call, ddb_on_response, q, err, sizeof(err));
     if (rc == 0) {
         b->requests++;
         return;
@@ -593,24 +595,6 @@ static void ddb_send_round(ddb_batch *b) {
 
 /* ----------------------------------------------------------------- batches */
 
-static void ddb_stop_closed(uv_handle_t *h) {
-    ddb_ctx *ctx = ddb_container_of((uv_timer_t *)h, ddb_ctx, stop_timer);
-    ctx->started = 0;
-    cd_done_cb cb = ctx->stop_cb;
-    void *opaque = ctx->stop_opaque;
-    if (cb) cb(opaque, 0);
-}
-
-/* Nothing is in flight any more: free the pool (before the engine closes
- * its client) and call stop's callback from the timer's close callback. */
-static void ddb_stop_finish(ddb_ctx *ctx) {
-    if (ctx->pool) {
-        ctx->host->http_pool_free(ctx->pool);
-        ctx->pool = NULL;
-    }
-    uv_close((uv_handle_t *)&ctx->stop_timer, ddb_stop_closed);
-}
-
 static void ddb_batch_free(ddb_batch *b) {
     for (size_t i = 0; i < b->count; i++) {
         free(b->recs[i].body);
@@ -630,18 +614,13 @@ static void ddb_batch_run(ddb_batch *b) {
         b->round++;
     }
     /* Every record has been reported by now. */
-    if (b->prev)
-        b->prev->next = b->next;
-    else
-        ctx->batches = b->next;
-    if (b->next) b->next->prev = b->prev;
+    inflight_remove(&ctx->fl, &b->link);
     ddb_batch_free(b);
-    if (ctx->stopping && ctx->batches == NULL && ctx->pool != NULL) ddb_stop_finish(ctx);
 }
 
 static int ddb_write(void *opaque, cd_batch *batch) {
     ddb_ctx *ctx = opaque;
-    if (!ctx->started || ctx->stopping) return CD_ERR_BUSY;
+    if (!inflight_accepts(&ctx->fl)) return CD_ERR_BUSY;
     size_t count = batch->count; /* the last record_done may free batch */
     ddb_batch *b = calloc(1, sizeof(*b));
     if (b == NULL) return CD_ERR_NOMEM;
@@ -656,9 +635,7 @@ static int ddb_write(void *opaque, cd_batch *batch) {
     b->batch = batch;
     b->count = count;
     b->remaining = count;
-    b->next = ctx->batches;
-    if (ctx->batches) ctx->batches->prev = b;
-    ctx->batches = b;
+    inflight_add(&ctx->fl, &b->link);
 
     char err[512];
     for (size_t i = 0; i < count; i++) {
@@ -698,16 +675,8 @@ static int ddb_init(const cd_host *host, cd_instance *inst, const cd_config *cfg
 static int ddb_start(void *opaque, char *errbuf, size_t errlen) {
     ddb_ctx *ctx = opaque;
     if (ctx->host->aws_credentials_check(ctx->inst, errbuf, errlen) < 0) return CD_ERR_INVALID;
-    ctx->pool = ctx->host->http_pool_new(ctx->inst, ctx->max_in_flight, errbuf, errlen);
-    if (ctx->pool == NULL) return CD_ERR_IO;
-    int rc = uv_timer_init(ctx->host->loop(ctx->inst), &ctx->stop_timer);
-    if (rc < 0) {
-        snprintf(errbuf, errlen, "uv_timer_init: %s", uv_strerror(rc));
-        ctx->host->http_pool_free(ctx->pool);
-        ctx->pool = NULL;
-        return CD_ERR_IO;
-    }
-    ctx->started = 1;
+    int rc = inflight_start(&ctx->fl, ctx->max_in_flight, errbuf, errlen);
+    if (rc < 0) return rc;
     ctx->host->log(ctx->inst, CD_LOG_INFO, "table %s via %s (%s, %s)", ctx->table, ctx->url,
                    ctx->region,
                    ctx->batched               ? "BatchWriteItem"
@@ -718,30 +687,16 @@ static int ddb_start(void *opaque, char *errbuf, size_t errlen) {
 }
 
 /* stop: take no new batches, let the ones in flight be answered, free the
- * pool, then call cb once (from the loop). */
+ * pool, then call cb once (from the loop): plugins/common/inflight.h. */
 static int ddb_stop(void *opaque, cd_done_cb cb, void *cb_opaque) {
     ddb_ctx *ctx = opaque;
-    if (!ctx->started) return CD_ERR_INVALID;
-    if (ctx->stopping) return CD_ERR_BUSY;
-    ctx->stopping = 1;
-    ctx->stop_cb = cb;
-    ctx->stop_opaque = cb_opaque;
-    if (ctx->batches == NULL) ddb_stop_finish(ctx);
-    return 0;
+    return inflight_stop(&ctx->fl, cb, cb_opaque);
 }
 
 static void ddb_destroy(void *opaque) {
     ddb_ctx *ctx = opaque;
     if (ctx == NULL) return;
-    if (ctx->started) {
-        ctx->host->log(ctx->inst, CD_LOG_ERROR, "destroy called before stop completed; leaking");
-        return;
-    }
-    while (ctx->batches != NULL) {
-        ddb_batch *b = ctx->batches;
-        ctx->batches = b->next;
-        ddb_batch_free(b);
-    }
+    if (!inflight_can_free(&ctx->fl)) return; /* then nothing is in flight either */
     ddb_conf_destroy(ctx);
 }
 

@@ -3,7 +3,7 @@
  *
  * Private to the plugin.  The structs:
  *   ddb_ctx    one configured sink: options, compiled templates, the HTTP
- *              pool, batches in flight
+ *              pool and batches in flight (plugins/common/inflight.h)
  *   ddb_batch  one batch handed to write(), until every record is reported
  *   ddb_rec    one record's prepared request text and its place in order
  *   ddb_req    one HTTP request in flight (a BatchWriteItem of up to 25
@@ -23,10 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "aws_errors.h"
+#include "aws_error.h"
 #include "dynamodb_attr.h"
-
-#define ddb_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#include "inflight.h"
 
 #define DDB_BATCH_MAX_ITEMS 25
 #define DDB_BATCH_MAX_BYTES ((size_t)16 * 1024 * 1024)
@@ -60,7 +59,7 @@ struct ddb_batch {
     char **failed;    /* keys answered RETRY (borrowed from recs), nfailed entries */
     size_t *failed_len;
     size_t nfailed;
-    ddb_batch *prev, *next;
+    inflight_link link; /* in ctx->fl */
 };
 
 typedef struct ddb_req {
@@ -94,13 +93,8 @@ struct ddb_ctx {
 
     cd_metric *m_requests, *m_unprocessed, *m_retries;
 
-    /* Runtime. */
-    cd_http_pool *pool;
-    uv_timer_t stop_timer; /* closed to call stop's callback from the loop */
-    int started, stopping;
-    cd_done_cb stop_cb;
-    void *stop_opaque;
-    ddb_batch *batches;
+    /* Runtime: the HTTP pool, batches in flight, stop. */
+    inflight fl;
 
     /* Scratch, reused per record. */
     cd_buf render;

@@ -4,6 +4,8 @@
  */
 #include "dynamodb.h"
 
+#include "aws_conf.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,36 +137,23 @@ int ddb_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cfg
     }
     ctx->host = host;
     ctx->inst = inst;
+    inflight_init(&ctx->fl, host, inst);
     int rc = ddb_conf_check(ctx, cfg, errbuf, errlen);
     if (rc < 0) goto fail;
 
-    const char *region = host->cfg_string(cfg, "region");
-    if (region == NULL || region[0] == '\0') region = "eu-west-1";
+    if ((rc = aws_conf_endpoint(host, cfg, "dynamodb", "eu-west-1", "the default", &ctx->region,
+                                &ctx->url, errbuf, errlen)) < 0)
+        goto fail;
     const char *cond = host->cfg_string(cfg, "condition");
     const char *ttl = host->cfg_string(cfg, "ttl_attribute");
     if ((rc = ddb_conf_dup(host->cfg_string(cfg, "table"), &ctx->table, "table", errbuf, errlen)) <
             0 ||
-        (rc = ddb_conf_dup(region, &ctx->region, "region", errbuf, errlen)) < 0 ||
         (rc = ddb_conf_dup(cond && cond[0] ? cond : NULL, &ctx->condition, "condition", errbuf,
                            errlen)) < 0 ||
         (rc = ddb_conf_dup(ttl && ttl[0] ? ttl : NULL, &ctx->ttl_attr, "ttl_attribute", errbuf,
                            errlen)) < 0)
         goto fail;
     ctx->ttl_seconds = host->cfg_int(cfg, "ttl_seconds");
-
-    const char *endpoint = host->cfg_string(cfg, "endpoint");
-    char url[512];
-    if (endpoint != NULL && endpoint[0] != '\0') {
-        if (strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0) {
-            snprintf(errbuf, errlen, "endpoint: must start with http:// or https://");
-            rc = CD_ERR_INVALID;
-            goto fail;
-        }
-        snprintf(url, sizeof(url), "%s", endpoint);
-    } else {
-        snprintf(url, sizeof(url), "https://dynamodb.%s.amazonaws.com/", region);
-    }
-    if ((rc = ddb_conf_dup(url, &ctx->url, "endpoint", errbuf, errlen)) < 0) goto fail;
 
     const char *cf = host->cfg_string(cfg, "conditional_failed");
     ctx->cond_failed_ok = cf == NULL || strcmp(cf, "fatal") != 0;

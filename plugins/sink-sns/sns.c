@@ -7,9 +7,12 @@
  * The files of this plugin (sink-file's layout):
  *   sns.c        the callbacks and the descriptor (this file)
  *   sns_conf.c   options -> context (init) and back (destroy)
- *   sns_proto.c  form encoding, XML answers (expat), classification,
- *                batch planning (pure, unit tested)
+ *   sns_proto.c  form encoding, XML answers (expat), a PublishBatch
+ *                entry's outcome, batch planning (pure, unit tested)
  *   sns.h        the context struct and friends
+ * and from plugins/common: aws_error_xml.c (an error answer -> OK / RETRY /
+ * FATAL), aws_conf.c (region and endpoint), inflight.c (batches in flight,
+ * stop).
  *
  * The path of one batch:
  *   sns_write()         renders each record into its encoded parameters,
@@ -447,15 +450,15 @@ static void sns_on_response(void *opaque, const cd_http_result *res) {
     sns_batch *b = q->b;
     sns_ctx *ctx = b->ctx;
     if (ctx->m_requests) ctx->host->metric_add(ctx->m_requests, 1);
+    aws_error v;
+    cd_outcome o = aws_error_classify_xml(res, &v);
     sns_response *resp = ctx->resp; /* answers are read one at a time, on the loop */
     char xerr[200] = "";
     int parsed = -1;
-    if (res->error == 0 && res->body_len > 0)
+    if (o == CD_RECORD_OK && res->body_len > 0)
         parsed = sns_xml_parse(res->body, res->body_len, resp, xerr, sizeof(xerr));
     else
         memset(resp, 0, sizeof(*resp));
-    sns_verdict v;
-    cd_outcome o = sns_classify(res, resp, &v);
     if (o == CD_RECORD_OK) {
         if (!q->batched &&
             (parsed < 0 || resp->kind != SNS_XML_PUBLISH || resp->message_id[0] == '\0')) {
@@ -491,7 +494,7 @@ static void sns_on_response(void *opaque, const cd_http_result *res) {
                 k++;
             if (k == q->n || seen[k]) continue;
             seen[k] = 1;
-            sns_verdict ev;
+            aws_error ev;
             cd_outcome eo = sns_classify_entry(er, &ev);
             if (eo == CD_RECORD_OK)
                 sns_published(b, q->idx[k]);
@@ -558,7 +561,7 @@ static void sns_req_send(sns_batch *b, sns_req *q) {
         .aws_region = ctx->region,
     };
     char err[256];
-    rc = ctx->host->http_call(ctx->pool, &call, sns_on_response, q, err, sizeof(err));
+    rc = ctx->host->http_call(ctx->fl.pool, &call, sns_on_response, q, err, sizeof(err));
     if (rc == 0) {
         b->pending++;
         return;
@@ -616,25 +619,6 @@ static void sns_send_round(sns_batch *b) {
 
 /* ----------------------------------------------------------------- batches */
 
-static void sns_stop_closed(uv_handle_t *h) {
-    sns_ctx *ctx = sns_container_of((uv_timer_t *)h, sns_ctx, stop_timer);
-    ctx->started = 0;
-    ctx->timer_live = 0;
-    cd_done_cb cb = ctx->stop_cb;
-    void *opaque = ctx->stop_opaque;
-    if (cb) cb(opaque, 0);
-}
-
-/* Nothing is in flight any more: free the pool (before the engine closes
- * its client) and call stop's callback from the timer's close callback. */
-static void sns_stop_finish(sns_ctx *ctx) {
-    if (ctx->pool) {
-        ctx->host->http_pool_free(ctx->pool);
-        ctx->pool = NULL;
-    }
-    uv_close((uv_handle_t *)&ctx->stop_timer, sns_stop_closed);
-}
-
 static void sns_batch_free(sns_batch *b) {
     free(b->recs);
     free(b->failed);
@@ -653,18 +637,13 @@ static void sns_batch_run(sns_batch *b) {
         b->round++;
     }
     /* Every record has been reported by now. */
-    if (b->prev)
-        b->prev->next = b->next;
-    else
-        ctx->batches = b->next;
-    if (b->next) b->next->prev = b->prev;
+    inflight_remove(&ctx->fl, &b->link);
     sns_batch_free(b);
-    if (ctx->stopping && ctx->batches == NULL && ctx->pool != NULL) sns_stop_finish(ctx);
 }
 
 static int sns_write(void *opaque, cd_batch *batch) {
     sns_ctx *ctx = opaque;
-    if (!ctx->started || ctx->stopping) return CD_ERR_BUSY;
+    if (!inflight_accepts(&ctx->fl)) return CD_ERR_BUSY;
     size_t count = batch->count; /* the last record_done may free batch */
     sns_batch *b = calloc(1, sizeof(*b));
     if (b == NULL) return CD_ERR_NOMEM;
@@ -680,9 +659,7 @@ static int sns_write(void *opaque, cd_batch *batch) {
     b->batch = batch;
     b->count = count;
     b->remaining = count;
-    b->next = ctx->batches;
-    if (ctx->batches) ctx->batches->prev = b;
-    ctx->batches = b;
+    inflight_add(&ctx->fl, &b->link);
 
     char err[600];
     for (size_t i = 0; i < count; i++) {
@@ -768,17 +745,8 @@ static int sns_start(void *opaque, char *errbuf, size_t errlen) {
         }
         if (rc < 0) h->log(ctx->inst, CD_LOG_INFO, "redis not reachable yet: %s", err);
     }
-    ctx->pool = h->http_pool_new(ctx->inst, ctx->max_in_flight, errbuf, errlen);
-    if (ctx->pool == NULL) return CD_ERR_IO;
-    int rc = uv_timer_init(h->loop(ctx->inst), &ctx->stop_timer);
-    if (rc < 0) {
-        snprintf(errbuf, errlen, "uv_timer_init: %s", uv_strerror(rc));
-        h->http_pool_free(ctx->pool);
-        ctx->pool = NULL;
-        return CD_ERR_IO;
-    }
-    ctx->timer_live = 1;
-    ctx->started = 1;
+    int rc = inflight_start(&ctx->fl, ctx->max_in_flight, errbuf, errlen);
+    if (rc < 0) return rc;
     h->log(ctx->inst, CD_LOG_INFO, "topic %s via %s (%s, %s%s, dedupe %s)", ctx->topic_arn,
            ctx->url, ctx->region, ctx->batched ? "PublishBatch" : "Publish",
            ctx->fifo ? ", FIFO" : "",
@@ -789,30 +757,16 @@ static int sns_start(void *opaque, char *errbuf, size_t errlen) {
 }
 
 /* stop: take no new batches, let the ones in flight be answered, free the
- * pool, then call cb once (from the loop). */
+ * pool, then call cb once (from the loop): plugins/common/inflight.h. */
 static int sns_stop(void *opaque, cd_done_cb cb, void *cb_opaque) {
     sns_ctx *ctx = opaque;
-    if (!ctx->started) return CD_ERR_INVALID;
-    if (ctx->stopping) return CD_ERR_BUSY;
-    ctx->stopping = 1;
-    ctx->stop_cb = cb;
-    ctx->stop_opaque = cb_opaque;
-    if (ctx->batches == NULL) sns_stop_finish(ctx);
-    return 0;
+    return inflight_stop(&ctx->fl, cb, cb_opaque);
 }
 
 static void sns_destroy(void *opaque) {
     sns_ctx *ctx = opaque;
     if (ctx == NULL) return;
-    if (ctx->started) {
-        ctx->host->log(ctx->inst, CD_LOG_ERROR, "destroy called before stop completed; leaking");
-        return;
-    }
-    while (ctx->batches != NULL) {
-        sns_batch *b = ctx->batches;
-        ctx->batches = b->next;
-        sns_batch_free(b);
-    }
+    if (!inflight_can_free(&ctx->fl)) return; /* then nothing is in flight either */
     sns_conf_destroy(ctx);
 }
 

@@ -1,11 +1,13 @@
 /*
  * sink-sns — the context of one configured SNS sink, and the pure pieces
- * (form encoding, XML responses, request planning, error classification)
- * that sns_proto.c implements and tests/plugins/sns.c tests directly.
+ * (form encoding, XML answers, request planning, the outcome of a
+ * PublishBatch entry) that sns_proto.c implements and tests/plugins/sns.c
+ * tests directly.  A whole request's error answer is classified by
+ * plugins/common/aws_error.h.
  *
  * Private to the plugin.  The structs:
  *   sns_ctx    one configured sink: options, compiled templates, the HTTP
- *              pool, batches in flight
+ *              pool and batches in flight (plugins/common/inflight.h)
  *   sns_batch  one batch handed to write(), until every record is reported
  *   sns_rec    one record: its encoded request parameters, order identity,
  *              dedupe key and state
@@ -26,7 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define sns_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#include "aws_error.h"
+#include "inflight.h"
 
 /* SNS limits: a message (body + attributes) and a PublishBatch's total
  * payload are at most 256 KiB; a PublishBatch holds at most 10 entries. */
@@ -60,7 +63,7 @@ typedef enum sns_xml_kind {
     SNS_XML_UNKNOWN = 0,
     SNS_XML_PUBLISH, /* PublishResponse */
     SNS_XML_BATCH,   /* PublishBatchResponse */
-    SNS_XML_ERROR,   /* ErrorResponse */
+    SNS_XML_ERROR,   /* ErrorResponse: read by aws_error_classify_xml */
 } sns_xml_kind;
 
 typedef struct sns_entry_result {
@@ -78,9 +81,6 @@ typedef struct sns_entry_result {
 typedef struct sns_response {
     sns_xml_kind kind;
     char message_id[128]; /* Publish */
-    char err_type[32];    /* ErrorResponse/Error/{Type,Code,Message} */
-    char err_code[128];
-    char err_message[512];
     sns_entry_result entries[SNS_XML_MAX_ENTRIES];
     size_t nentries;
     size_t extra_entries;
@@ -91,21 +91,10 @@ typedef struct sns_response {
  * XML; *out holds what was read either way. */
 int sns_xml_parse(const char *body, size_t len, sns_response *out, char *err, size_t errlen);
 
-/* --------------------------------------------------------- classification */
-typedef struct sns_verdict {
-    cd_outcome outcome;
-    int64_t retry_after_ms; /* >0: Retry-After, for RETRY */
-    char code[128];         /* "NotFound", "Throttling", "HTTP 503", "connection" ... */
-    char reason[800];       /* "<code>: <message>" */
-} sns_verdict;
-
-/* True for SNS/AWS error codes that mean "slow down" or "try later". */
-int sns_code_is_transient(const char *code);
-/* Classifies a whole request's answer (the body parsed into *resp when it
- * was XML, else resp->kind is SNS_XML_UNKNOWN). */
-cd_outcome sns_classify(const cd_http_result *res, const sns_response *resp, sns_verdict *out);
-/* Classifies one failed PublishBatch entry. */
-cd_outcome sns_classify_entry(const sns_entry_result *e, sns_verdict *out);
+/* --------------------------------------------------------- classification
+ * One failed PublishBatch entry: its code's outcome (aws_error.h), and
+ * SenderFault false (SNS's side failed) is retried too. */
+cd_outcome sns_classify_entry(const sns_entry_result *e, aws_error *out);
 
 /* -------------------------------------------------------------- planning
  * How many of the next entries (sizes[0..n), message + attributes bytes)
@@ -169,7 +158,7 @@ struct sns_batch {
     size_t *failed;   /* indices of records whose key was answered RETRY */
     size_t nfailed;
     size_t *order, *sizes; /* scratch of one round: record indices and sizes */
-    sns_batch *prev, *next;
+    inflight_link link;    /* in ctx->fl */
 };
 
 typedef struct sns_req {
@@ -201,14 +190,9 @@ struct sns_ctx {
 
     cd_metric *m_requests, *m_published, *m_suppressed, *m_redis_errors, *m_retries;
 
-    /* Runtime. */
-    cd_http_pool *pool;
-    uv_timer_t stop_timer; /* closed to call stop's callback from the loop */
-    int started, stopping, timer_live;
-    size_t redis_pending; /* start's PING */
-    cd_done_cb stop_cb;
-    void *stop_opaque;
-    sns_batch *batches;
+    /* Runtime: the HTTP pool, batches in flight, stop. */
+    inflight fl;
+    size_t redis_pending;  /* start's PING */
     uint64_t redis_log_at; /* rate limit of Redis warnings */
     uint64_t redis_log_skipped;
 

@@ -5,6 +5,8 @@
  */
 #include "sns.h"
 
+#include "aws_conf.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +169,7 @@ int sns_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cfg
     }
     ctx->host = host;
     ctx->inst = inst;
+    inflight_init(&ctx->fl, host, inst);
     int rc = CD_ERR_INVALID;
     if ((ctx->resp = malloc(sizeof(*ctx->resp))) == NULL) {
         snprintf(errbuf, errlen, "out of memory");
@@ -185,30 +188,10 @@ int sns_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cfg
         goto fail;
     size_t tl = strlen(topic_name);
     ctx->fifo = tl > 5 && strcmp(topic_name + tl - 5, ".fifo") == 0;
-    const char *region = host->cfg_string(cfg, "region");
-    if (region == NULL || region[0] == '\0') region = arn_region;
-    if (region[0] == '\0') {
-        snprintf(errbuf, errlen, "region: the topic ARN names none; set region");
-        rc = CD_ERR_INVALID;
+    if ((rc = aws_conf_endpoint(host, cfg, "sns", arn_region, "the topic ARN", &ctx->region,
+                                &ctx->url, errbuf, errlen)) < 0 ||
+        (rc = sns_conf_dup(arn, &ctx->topic_arn, "topic_arn", errbuf, errlen)) < 0)
         goto fail;
-    }
-    if ((rc = sns_conf_dup(arn, &ctx->topic_arn, "topic_arn", errbuf, errlen)) < 0 ||
-        (rc = sns_conf_dup(region, &ctx->region, "region", errbuf, errlen)) < 0)
-        goto fail;
-
-    const char *endpoint = host->cfg_string(cfg, "endpoint");
-    char url[512];
-    if (endpoint != NULL && endpoint[0] != '\0') {
-        if (strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0) {
-            snprintf(errbuf, errlen, "endpoint: must start with http:// or https://");
-            rc = CD_ERR_INVALID;
-            goto fail;
-        }
-        snprintf(url, sizeof(url), "%s", endpoint);
-    } else {
-        snprintf(url, sizeof(url), "https://sns.%s.amazonaws.com/", region);
-    }
-    if ((rc = sns_conf_dup(url, &ctx->url, "endpoint", errbuf, errlen)) < 0) goto fail;
 
     /* The message: a JSON string renders as text, any other JSON value as
      * compact JSON (template_render's as_text does both). */

@@ -1,7 +1,8 @@
 /*
  * sink-sns — the pure parts: the query protocol's form encoding, SNS's XML
- * answers (read with expat, element by element), error classification,
- * PublishBatch planning and durations.  No engine, no I/O: the plugin test
+ * answers (read with expat, element by element), a PublishBatch entry's
+ * outcome, PublishBatch planning and durations.  Whole error answers are
+ * plugins/common/aws_error_xml.c's.  No engine, no I/O: the plugin test
  * (tests/plugins/sns.c) compiles this file in and drives it directly.
  */
 #include "sns.h"
@@ -206,18 +207,6 @@ static void XMLCALL sns_xml_end(void *opaque, const XML_Char *name) {
             sns_xml_copy(v, sizeof(v), x->text);
             e->sender_fault = strcasecmp(v, "true") == 0;
         }
-    } else if ((x->depth == 3 && strcmp(x->stack[0], "ErrorResponse") == 0 &&
-                strcmp(x->stack[1], "Error") == 0) ||
-               (x->depth == 4 && strcmp(x->stack[0], "ErrorResponse") == 0 &&
-                strcmp(x->stack[1], "Errors") == 0 && strcmp(x->stack[2], "Error") == 0)) {
-        /* SNS's ErrorResponse/Error; AWS's front end (IAM, signatures) may
-         * answer ErrorResponse/Errors/Error. */
-        if (strcmp(name, "Type") == 0)
-            sns_xml_copy(o->err_type, sizeof(o->err_type), x->text);
-        else if (strcmp(name, "Code") == 0)
-            sns_xml_copy(o->err_code, sizeof(o->err_code), x->text);
-        else if (strcmp(name, "Message") == 0)
-            sns_xml_copy(o->err_message, sizeof(o->err_message), x->text);
     }
     if (x->depth == 4 &&
         (sns_xml_at(x, 4, sns_path_ok_member) || sns_xml_at(x, 4, sns_path_failed_member))) {
@@ -257,88 +246,18 @@ int sns_xml_parse(const char *body, size_t len, sns_response *out, char *err, si
 
 /* --------------------------------------------------------- classification */
 
-/* Codes SNS (or AWS's front end, or KMS behind it) answers for "slow down"
- * and "try later"; everything else a 4xx carries is the sender's fault. */
-static const char *const sns_transient_codes[] = {
-    "Throttling",
-    "Throttled",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "KMSThrottling",
-    "KMSThrottlingException",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    NULL,
-};
-
-int sns_code_is_transient(const char *code) {
-    for (size_t i = 0; sns_transient_codes[i] != NULL; i++)
-        if (strcmp(code, sns_transient_codes[i]) == 0) return 1;
-    return 0;
-}
-
-static int64_t sns_retry_after_ms(const char *v) {
-    if (v == NULL) return 0;
-    char *end;
-    long s = strtol(v, &end, 10);
-    if (end == v || s <= 0 || s > 3600) return 0; /* an HTTP date: let the engine back off */
-    return (int64_t)s * 1000;
-}
-
-cd_outcome sns_classify(const cd_http_result *res, const sns_response *resp, sns_verdict *out) {
-    memset(out, 0, sizeof(*out));
-    if (res->error != 0 || res->status == 0) {
-        snprintf(out->code, sizeof(out->code), "connection");
-        snprintf(out->reason, sizeof(out->reason), "connection: %s",
-                 res->error_message ? res->error_message : "no response");
-        /* Connection errors and timeouts are retried; a URL the client
-         * refused would fail again the same way. */
-        out->outcome = res->retriable ? CD_RECORD_RETRY : CD_RECORD_FATAL;
-        return out->outcome;
-    }
-    if (res->status >= 200 && res->status < 300) {
-        out->outcome = CD_RECORD_OK;
-        return out->outcome;
-    }
-    const char *msg = "";
-    if (resp != NULL && resp->kind == SNS_XML_ERROR && resp->err_code[0]) {
-        snprintf(out->code, sizeof(out->code), "%s", resp->err_code);
-        msg = resp->err_message;
-    } else {
-        snprintf(out->code, sizeof(out->code), "HTTP %d", res->status);
-    }
-    if (msg[0])
-        snprintf(out->reason, sizeof(out->reason), "%s: %s", out->code, msg);
-    else
-        snprintf(out->reason, sizeof(out->reason), "%s: %.*s", out->code,
-                 (int)(res->body_len > 200 ? 200 : res->body_len), res->body);
-    if (sns_code_is_transient(out->code) || res->status == 408 || res->status == 429 ||
-        res->status >= 500)
-        out->outcome = CD_RECORD_RETRY;
-    else
-        out->outcome = CD_RECORD_FATAL;
-    out->retry_after_ms = sns_retry_after_ms(res->retry_after);
-    return out->outcome;
-}
-
-cd_outcome sns_classify_entry(const sns_entry_result *e, sns_verdict *out) {
+cd_outcome sns_classify_entry(const sns_entry_result *e, aws_error *out) {
     memset(out, 0, sizeof(*out));
     if (e->ok) {
         out->outcome = CD_RECORD_OK;
         return out->outcome;
     }
-    snprintf(out->code, sizeof(out->code), "%s", e->code[0] ? e->code : "UnknownError");
-    snprintf(out->reason, sizeof(out->reason), "%s: %s", out->code,
-             e->message[0] ? e->message : "(no message)");
+    snprintf(out->type, sizeof(out->type), "%s", e->code[0] ? e->code : "UnknownError");
+    snprintf(out->message, sizeof(out->message), "%s", e->message[0] ? e->message : "(no message)");
+    snprintf(out->reason, sizeof(out->reason), "%s: %s", out->type, out->message);
     /* SenderFault false: SNS's side failed, the same entry may pass later. */
-    out->outcome =
-        sns_code_is_transient(out->code) || !e->sender_fault ? CD_RECORD_RETRY : CD_RECORD_FATAL;
+    out->outcome = aws_error_code_is_transient(out->type) || !e->sender_fault ? CD_RECORD_RETRY
+                                                                              : CD_RECORD_FATAL;
     return out->outcome;
 }
 

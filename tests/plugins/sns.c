@@ -1,8 +1,10 @@
 /*
  * sink-sns.  Two halves:
  *   - the pure parts (plugins/sink-sns/sns_proto.c, compiled in): form
- *     encoding, the XML answers read with expat, classification, batch
- *     planning, durations;
+ *     encoding, the XML answers read with expat, a PublishBatch entry's
+ *     outcome, SNS's error answers through plugins/common's classifier
+ *     (tests/plugins/aws_common.c tests that one in full), batch planning,
+ *     durations;
  *   - the real build/plugins/sink-sns.so, its options through the engine's
  *     config map, on a test host whose HTTP client records each request and
  *     lets the test answer it: option errors, how a batch is cut into
@@ -126,44 +128,22 @@ Test(sns_xml, batch_answer_gives_each_entry_in_either_order_of_children) {
     cr_assert(r.entries[2].sender_fault);
     cr_assert_not(r.entries[3].sender_fault);
 
-    sns_verdict v;
+    aws_error v;
     cr_assert_eq(sns_classify_entry(&r.entries[0], &v), CD_RECORD_OK);
     cr_assert_eq(sns_classify_entry(&r.entries[2], &v), CD_RECORD_FATAL);
     cr_assert_str_eq(v.reason, "InvalidParameter: Invalid parameter: Message too long & odd");
     cr_assert_eq(sns_classify_entry(&r.entries[3], &v), CD_RECORD_RETRY);
-    cr_assert_str_eq(v.code, "InternalError");
+    cr_assert_str_eq(v.type, "InternalError");
 }
 
-Test(sns_xml, error_answer_gives_type_code_and_message) {
+Test(sns_xml, an_error_answer_is_told_apart_from_the_publish_answers) {
+    /* Its Code and Message are aws_error_classify_xml's to read. */
     sns_response r;
     char err[200];
     cr_assert_eq(sns_xml_parse(error_resp, strlen(error_resp), &r, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(r.kind, SNS_XML_ERROR);
-    cr_assert_str_eq(r.err_type, "Sender");
-    cr_assert_str_eq(r.err_code, "NotFound");
-    cr_assert_str_eq(r.err_message, "Topic does not exist");
-}
-
-Test(sns_xml, the_errors_wrapper_of_aws_front_end_answers_is_read_too) {
-    const char *x = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ErrorResponse><Errors><Error>"
-                    "<Code>AccessDenied</Code><Message>User: u is not authorized</Message>"
-                    "</Error></Errors><RequestId>r</RequestId></ErrorResponse>";
-    sns_response r;
-    char err[200];
-    cr_assert_eq(sns_xml_parse(x, strlen(x), &r, err, sizeof(err)), 0, "%s", err);
-    cr_assert_str_eq(r.err_code, "AccessDenied");
-    cr_assert_str_eq(r.err_message, "User: u is not authorized");
-}
-
-Test(sns_xml, a_code_element_elsewhere_is_not_taken_for_the_error_code) {
-    /* A string search for <Code> would find the first one. */
-    const char *x = "<ErrorResponse><Detail><Code>Decoy</Code></Detail>"
-                    "<Error><Code>AuthorizationError</Code><Message>no</Message></Error>"
-                    "</ErrorResponse>";
-    sns_response r;
-    char err[200];
-    cr_assert_eq(sns_xml_parse(x, strlen(x), &r, err, sizeof(err)), 0, "%s", err);
-    cr_assert_str_eq(r.err_code, "AuthorizationError");
+    cr_assert_eq(r.nentries, 0);
+    cr_assert_str_eq(r.message_id, "");
 }
 
 Test(sns_xml, malformed_or_foreign_bodies_are_errors_not_crashes) {
@@ -198,7 +178,7 @@ Test(sns_xml, malformed_or_foreign_bodies_are_errors_not_crashes) {
         sns_buf_puts(&b, "Z");
     sns_buf_puts(&b, "</Code></Error></ErrorResponse>");
     cr_assert_eq(sns_xml_parse(b.data, b.len, &r, err, sizeof(err)), 0, "%s", err);
-    cr_assert_eq(strlen(r.err_code), sizeof(r.err_code) - 1);
+    cr_assert_eq(r.kind, SNS_XML_ERROR);
     b.len = 0;
     sns_buf_puts(&b, "<PublishBatchResponse><PublishBatchResult><Successful>");
     for (int i = 0; i < 40; i++) {
@@ -215,13 +195,10 @@ Test(sns_xml, malformed_or_foreign_bodies_are_errors_not_crashes) {
 
 /* ------------------------------------------------------- classification */
 
-static cd_outcome classify(int status, const char *body, const char *retry_after, sns_verdict *v) {
+static cd_outcome classify(int status, const char *body, const char *retry_after, aws_error *v) {
     cd_http_result res = {
         .status = status, .body = body, .body_len = strlen(body), .retry_after = retry_after};
-    sns_response r;
-    char err[200];
-    if (sns_xml_parse(body, strlen(body), &r, err, sizeof(err)) < 0) memset(&r, 0, sizeof(r));
-    return sns_classify(&res, &r, v);
+    return aws_error_classify_xml(&res, v);
 }
 
 #define ERRXML(code)                                                                               \
@@ -229,13 +206,13 @@ static cd_outcome classify(int status, const char *body, const char *retry_after
     "</ErrorResponse>"
 
 Test(sns_classify, sender_errors_are_fatal_with_the_code_throttling_and_5xx_retry) {
-    sns_verdict v;
+    aws_error v;
     cr_assert_eq(classify(404, ERRXML("NotFound"), NULL, &v), CD_RECORD_FATAL);
     cr_assert_str_eq(v.reason, "NotFound: m");
     cr_assert_eq(classify(400, ERRXML("InvalidParameter"), NULL, &v), CD_RECORD_FATAL);
     cr_assert_eq(classify(403, ERRXML("AuthorizationError"), NULL, &v), CD_RECORD_FATAL);
     cr_assert_eq(classify(400, ERRXML("KMSDisabled"), NULL, &v), CD_RECORD_FATAL);
-    cr_assert_str_eq(v.code, "KMSDisabled");
+    cr_assert_str_eq(v.type, "KMSDisabled");
     cr_assert_eq(classify(400, ERRXML("Throttling"), "3", &v), CD_RECORD_RETRY);
     cr_assert_eq(v.retry_after_ms, 3000);
     cr_assert_eq(classify(400, ERRXML("Throttled"), NULL, &v), CD_RECORD_RETRY);
@@ -243,12 +220,12 @@ Test(sns_classify, sender_errors_are_fatal_with_the_code_throttling_and_5xx_retr
     cr_assert_eq(classify(503, "<html>busy</html>", "Wed, 21 Oct 2015 07:28:00 GMT", &v),
                  CD_RECORD_RETRY);
     cr_assert_eq(v.retry_after_ms, 0);
-    cr_assert_str_eq(v.code, "HTTP 503");
+    cr_assert_str_eq(v.type, "HTTP 503");
     cr_assert_eq(classify(429, "", NULL, &v), CD_RECORD_RETRY);
     cr_assert_eq(classify(200, publish_ok, NULL, &v), CD_RECORD_OK);
     cd_http_result conn = {
         .error = -5, .error_message = "Connection refused", .body = "", .retriable = 1};
-    cr_assert_eq(sns_classify(&conn, NULL, &v), CD_RECORD_RETRY);
+    cr_assert_eq(aws_error_classify_xml(&conn, &v), CD_RECORD_RETRY);
     cr_assert_str_eq(v.reason, "connection: Connection refused");
 }
 
