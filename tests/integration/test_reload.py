@@ -1,21 +1,22 @@
-""
-    "Hot reload (SIGHUP and POST /reload): pipelines are diffed by name.
-    Unchanged ones are not touched,
-    removed ones drain and stop,
-    changed ones drain and restart from their committed offsets(nothing lost, nothing twice),
-    new ones start, a plugin file dropped into the plugin path is discovered,
-    and an invalid configuration changes nothing
-            .""
-             "
-        import json import shutil import signal import time import urllib.error import urllib
-            .request
+"""Hot reload (SIGHUP and POST /reload): pipelines are diffed by name.
+Unchanged ones are not touched, removed ones drain and stop, changed ones
+drain and restart from their committed offsets (nothing lost, nothing twice),
+new ones start, a plugin file dropped into the plugin path is discovered, and
+an invalid configuration changes nothing."""
+import json
+import shutil
+import signal
+import time
+import urllib.error
+import urllib.request
 
-        from conftest import(FIXTURES, committed_offsets, create_topic, produce, read_ndjson,
-                             unique, wait_for_lines)
+from conftest import (FIXTURES, committed_offsets, create_topic, produce, read_ndjson, unique,
+                      wait_for_lines)
+
 
 def file_pipeline(name, topic, out):
-#The group is named after the topic : a group left behind by an earlier
-#run(killed, still in its session timeout) must not delay this one.
+    # The group is named after the topic: a group left behind by an earlier
+    # run (killed, still in its session timeout) must not delay this one.
     return {"name": name, "topics": [topic], "group_id": f"g-{topic}",
             "sinks": [{"plugin": "file", "path": str(out / "${topic}.ndjson")}]}
 
@@ -35,8 +36,8 @@ def write(eng, name, body):
 
 def pipelines(eng):
     with urllib.request.urlopen(eng.admin_url() + "/pipelines", timeout=10) as r:
-        return {p["name"]: p for p in json.load(r)
-}
+        return {p["name"]: p for p in json.load(r)}
+
 
 def wait_until(pred, timeout=60, what="condition"):
     deadline = time.time() + timeout
@@ -64,8 +65,8 @@ def test_sighup_stops_removed_restarts_changed_starts_new_without_loss(kafka, en
     assert wait_for_lines(out_a / f"{ta}.ndjson", 300, proc=eng.proc) == 300
     assert wait_for_lines(out_b1 / f"{tb}.ndjson", 2000, proc=eng.proc) == 2000
 
-#More for b while it is being reloaded : some of it is in flight when
-#the old b drains, the rest is read by the new b.
+    # More for b while it is being reloaded: some of it is in flight when
+    # the old b drains, the rest is read by the new b.
     produce(kafka, tb, events(3000, start=2000))
     (eng.dir / "a.json").unlink()
     write(eng, "b", file_pipeline("b", tb, out_b2))
@@ -95,7 +96,7 @@ def test_sighup_stops_removed_restarts_changed_starts_new_without_loss(kafka, en
                        30, "pipelines {b, c}")
     assert names == {"b", "c"}
     assert all(p["state"] == "RUNNING" for p in pipelines(eng).values())
-#The removed pipeline committed everything it wrote before stopping.
+    # The removed pipeline committed everything it wrote before stopping.
     assert sum(committed_offsets(kafka, f"g-{ta}", ta).values()) == 300
     assert "[a] SIGHUP: removed, draining" in eng.logs()
     assert "[b] SIGHUP: changed, draining before restarting" in eng.logs()
@@ -116,8 +117,8 @@ def test_unchanged_pipeline_is_untouched_and_invalid_config_changes_nothing(
     eng.wait_log("SIGHUP: reloaded: 1 unchanged, 0 started, 0 restarting, 0 stopping")
     assert "[keep] SIGHUP" not in eng.logs()
 
-#A broken file : the reload is refused with file, place and reason, and
-#the running pipeline goes on consuming.
+    # A broken file: the reload is refused with file, place and reason, and
+    # the running pipeline goes on consuming.
     (eng.dir / "broken.json").write_text('{"name": "broken", "topics": [')
     write(eng, "keep", {"name": "keep", "topics": [t], "group_id": f"g-{t}",
                        "sinks": [{"plugin": "file"}]})
@@ -148,7 +149,7 @@ def test_a_plugin_dropped_into_the_plugin_path_is_discovered_on_reload(kafka, en
     produce(kafka, t, events(40))
     assert wait_for_lines(out / f"{t}.ndjson", 40, proc=eng.proc) == 40
 
-#A team ships a new sink : no rebuild, no restart.
+    # A team ships a new sink: no rebuild, no restart.
     shutil.copy(FIXTURES / "good_sink.so", plugdir / "good_sink.so")
     write(eng, "newsink", {"name": "newsink", "topics": [t],
                            "group_id": f"g-new-{t}", "sinks": [{"plugin": "test-good", "target": "anywhere"}]})
@@ -176,8 +177,8 @@ def test_post_reload_answers_what_it_did_and_a_failed_pipeline_shows_why(kafka, 
     t = unique("reload-http")
     create_topic(kafka, t, 1)
     out = tmp_path / "out"
-#A DynamoDB sink without any AWS credentials cannot start : the pipeline
-#is FAILED with the reason, the other one runs.
+    # A DynamoDB sink without any AWS credentials cannot start: the pipeline
+    # is FAILED with the reason, the other one runs.
     none = {k: None for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                               "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
                               "AWS_CONTAINER_CREDENTIALS_FULL_URI")}
@@ -193,15 +194,16 @@ def test_post_reload_answers_what_it_did_and_a_failed_pipeline_shows_why(kafka, 
     assert "no AWS credentials" in json.dumps(p), p
 
     url = eng.admin_url() + "/reload"
-#Invalid : 400 with every error, nothing touched.
-    (eng.dir / "bad.json").write_text('{"name": "bad", "topics": ["x"], "sinks": [{"plugin": "nope"}]}')
+    # Invalid: 400 with every error, nothing touched.
+    (eng.dir / "bad.json").write_text(
+        '{"name": "bad", "topics": ["x"], "sinks": [{"plugin": "nope"}]}')
     status, body = post(url)
     assert status == 400, body
     assert body["result"] == "invalid"
     assert any("bad.json" in e and "nope" in e for e in body["errors"]), body
     (eng.dir / "bad.json").unlink()
 
-#Valid : the failed pipeline is retried, the healthy one left alone.
+    # Valid: the failed pipeline is retried, the healthy one left alone.
     status, body = post(url)
     assert status == 200, body
     assert body["result"] == "ok"
@@ -210,10 +212,10 @@ def test_post_reload_answers_what_it_did_and_a_failed_pipeline_shows_why(kafka, 
     eng.wait_log("[nocreds] stopped")
     produce(kafka, t, events(5, start=10))
     assert wait_for_lines(out / f"{t}.ndjson", 15, proc=eng.proc) == 15
-#GET is not a reload.
+    # GET is not a reload.
     try:
-        urllib
-.request.urlopen(url, timeout = 10) raise
-    AssertionError("GET /reload should be refused") except urllib.error.HTTPError as e
-    : assert e.code
-    == 405 assert eng.stop() == 0
+        urllib.request.urlopen(url, timeout=10)
+        raise AssertionError("GET /reload should be refused")
+    except urllib.error.HTTPError as e:
+        assert e.code == 405
+    assert eng.stop() == 0
