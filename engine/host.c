@@ -542,6 +542,7 @@ _Static_assert(sizeof(cd_redis_message) == sizeof(redis_message) &&
 
 struct cd_redis_sub {
     engine *e;
+    redis_sub *rs;
     cd_redis_message_cb cb;
     void *opaque;
     int pattern;
@@ -574,7 +575,8 @@ static int host_redis_subscribe(cd_instance *inst, const char *channel, int patt
     sub->opaque = opaque;
     sub->pattern = pattern != 0;
     memcpy(sub->name, channel, len + 1);
-    rc = redis_subscribe(e->redis, sub->name, sub->pattern, host_redis_message, sub);
+    rc = redis_subscribe_handle(e->redis, sub->name, sub->pattern, host_redis_message, sub,
+                                &sub->rs);
     if (rc < 0) {
         free(sub);
         snprintf(errbuf, errlen, "redis %s: cannot subscribe to %s", e->conf->redis_url, channel);
@@ -591,6 +593,10 @@ static void host_redis_unsubscribe(cd_redis_sub *sub) {
     if (sub->e->redis)
         redis_unsubscribe(sub->e->redis, sub->name, sub->pattern, host_redis_message, sub);
     free(sub);
+}
+
+static int host_redis_sub_confirmed(const cd_redis_sub *sub) {
+    return sub && sub->e->redis && redis_sub_confirmed(sub->rs);
 }
 
 static int host_redis_subscribed(cd_instance *inst) {
@@ -659,4 +665,5 @@ const cd_host engine_host = {
     .redis_subscribe = host_redis_subscribe,
     .redis_unsubscribe = host_redis_unsubscribe,
     .redis_subscribed = host_redis_subscribed,
+    .redis_sub_confirmed = host_redis_sub_confirmed,
 };

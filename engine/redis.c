@@ -61,15 +61,16 @@ typedef struct redis_cmd {
     void *opaque;
 } redis_cmd;
 
-typedef struct redis_sub {
+struct redis_sub {
     struct redis_sub *next;
+    redis *r;
     char *name;
     size_t name_len;
     int pattern;
     int confirmed;       /* the server confirmed it on the current connection */
     redis_message_cb cb; /* NULL once unsubscribed (freed after the dispatch) */
     void *opaque;
-} redis_sub;
+};
 
 /* An UNSUBSCRIBE sent and not yet confirmed.  hiredis drops a channel's
  * callback when the confirmation arrives, so a SUBSCRIBE to the same name
@@ -764,6 +765,15 @@ static void redis_sub_send(redis *r, redis_sub *s) {
 
 int redis_subscribe(redis *r, const char *channel_or_pattern, int pattern, redis_message_cb cb,
                     void *opaque) {
+    return redis_subscribe_handle(r, channel_or_pattern, pattern, cb, opaque, NULL);
+}
+
+int redis_sub_confirmed(const redis_sub *s) {
+    return s && s->cb && s->confirmed && s->r->sub.connected;
+}
+
+int redis_subscribe_handle(redis *r, const char *channel_or_pattern, int pattern,
+                           redis_message_cb cb, void *opaque, redis_sub **out) {
     if (r == NULL || cb == NULL || channel_or_pattern == NULL || *channel_or_pattern == '\0')
         return CD_ERR_INVALID;
     if (r->closing) return CD_ERR_BUSY;
@@ -773,6 +783,7 @@ int redis_subscribe(redis *r, const char *channel_or_pattern, int pattern, redis
         return CD_ERR_NOMEM;
     }
     s->name_len = strlen(s->name);
+    s->r = r;
     s->pattern = pattern != 0;
     s->cb = cb;
     s->opaque = opaque;
@@ -782,6 +793,7 @@ int redis_subscribe(redis *r, const char *channel_or_pattern, int pattern, redis
         redis_conn_connect(&r->sub);
     else
         redis_sub_send(r, s);
+    if (out) *out = s;
     return 0;
 }
 

@@ -51,6 +51,7 @@ enum {
 #define REDIS_MAX_PENDING        100000 /* commands in flight on one client */
 
 typedef struct redis redis;
+typedef struct redis_sub redis_sub; /* one subscription */
 
 typedef enum redis_type {
     REDIS_T_NIL = 0,
@@ -154,6 +155,14 @@ int redis_subscribe(redis *r, const char *channel_or_pattern, int pattern, redis
  */
 int redis_unsubscribe(redis *r, const char *channel_or_pattern, int pattern, redis_message_cb cb,
                       void *opaque);
+
+/* redis_subscribe that also hands back the subscription (valid until
+ * redis_unsubscribe or redis_close), for redis_sub_confirmed. */
+int redis_subscribe_handle(redis *r, const char *channel_or_pattern, int pattern,
+                           redis_message_cb cb, void *opaque, redis_sub **out);
+/* 1 when the server confirmed this subscription on the connection that is
+ * up now: a message published from here on reaches it. */
+int redis_sub_confirmed(const redis_sub *s);
 
 /* Whether the subscriber connection is up and has every subscription
  * confirmed by the server (1), or not (0): a message published now reaches

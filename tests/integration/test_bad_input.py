@@ -65,7 +65,7 @@ def test_refused_modules_are_logged_and_the_rest_load(tmp_path):
     assert "## test-good (sink," in p.stdout and "## file (sink," in p.stdout
     err = p.stderr
     assert f"plugin {FIXTURES}/abi_mismatch.so refused: not binary compatible: built for plugin " \
-           "ABI 2.0, this engine speaks 1.5" in err
+           "ABI 2.0, this engine speaks 1.6" in err
     assert f"plugin {FIXTURES}/no_entry.so refused: no entry symbol connectd_plugin_entry" in err
     assert f"plugin {FIXTURES}/bad_desc.so refused: bad descriptor" in err
 

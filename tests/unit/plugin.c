@@ -21,7 +21,7 @@ Test(plugin, abi_major_mismatch_is_refused_by_name) {
     char err[512];
     cr_assert_eq(plugin_registry_load(&r, FIXTURE("abi_mismatch"), err, sizeof(err)), -1);
     cr_assert_str_eq(err,
-                     "not binary compatible: built for plugin ABI 2.0, this engine speaks 1.5");
+                     "not binary compatible: built for plugin ABI 2.0, this engine speaks 1.6");
     cr_assert_eq(r.count, 0);
     plugin_registry_free(&r);
 }

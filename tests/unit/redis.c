@@ -760,3 +760,29 @@ Test(redis, url_database_is_selected_before_any_command) {
     redisFree(c);
     close_and_check(&loop, r);
 }
+
+static int sub_is_confirmed(void *arg) {
+    return redis_sub_confirmed(arg);
+}
+
+Test(redis, each_subscription_says_when_the_server_confirmed_it) {
+    uv_loop_t loop;
+    redis *r = client_new(&loop);
+    char a[128], b[128];
+    snprintf(a, sizeof a, "%s:conf-a", key_prefix);
+    snprintf(b, sizeof b, "%s:conf-b", key_prefix);
+    inbox ia = {0}, ib = {0};
+    redis_sub *sa = NULL, *sb = NULL;
+    cr_assert_eq(redis_subscribe_handle(r, a, 0, inbox_cb, &ia, &sa), 0);
+    cr_assert_not_null(sa);
+    cr_assert_eq(redis_sub_confirmed(sa), 0, "not before the server answered");
+    cr_assert(run_until(&loop, sub_is_confirmed, sa, 5000), "a never confirmed");
+    cr_assert_eq(redis_subscribe_handle(r, b, 0, inbox_cb, &ib, &sb), 0);
+    cr_assert_eq(redis_sub_confirmed(sb), 0);
+    cr_assert_eq(redis_sub_confirmed(sa), 1, "a new subscription does not unconfirm a");
+    cr_assert(run_until(&loop, sub_is_confirmed, sb, 5000), "b never confirmed");
+    cr_assert_eq(sync_integer("PUBLISH %s %s", b, "x"), 1);
+    cr_assert(wait_count(&loop, &ib.count, 1, 5000));
+    cr_assert_eq(redis_sub_confirmed(NULL), 0);
+    close_and_check(&loop, r);
+}

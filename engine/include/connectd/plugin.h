@@ -36,7 +36,7 @@ extern "C" {
 /* ABI version: major in the high 16 bits, minor in the low 16 bits.  A
  * minor bump only appends fields/functions; a major bump breaks layout. */
 #define CD_ABI_VERSION_MAJOR 1
-#define CD_ABI_VERSION_MINOR 5
+#define CD_ABI_VERSION_MINOR 6
 #define CD_ABI_VERSION       ((uint32_t)((CD_ABI_VERSION_MAJOR << 16) | CD_ABI_VERSION_MINOR))
 #define CD_ABI_MAJOR(v)      ((uint32_t)(v) >> 16)
 
@@ -445,6 +445,10 @@ typedef struct cd_host {
                            size_t errlen);
     void (*redis_unsubscribe)(cd_redis_sub *sub);
     int (*redis_subscribed)(cd_instance *inst);
+
+    /* ABI 1.6: 1 when the server confirmed this one subscription on the
+     * connection that is up now (redis_subscribed waits for all of them). */
+    int (*redis_sub_confirmed)(const cd_redis_sub *sub);
 } cd_host;
 
 /* True when the engine's host table carries member `field`. */
