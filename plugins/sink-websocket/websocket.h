@@ -30,6 +30,8 @@
 
 #include <connectd/plugin.h>
 
+#include "jwt_verify.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -46,8 +48,6 @@
 #define WS_SEQ_TTL_S    604800
 /* Longest customerId (bytes), as source-http's registry routes accept. */
 #define WS_ID_MAX 512
-/* Longest token read (the server bounds heads at 16 KiB anyway). */
-#define WS_JWT_MAX 8192
 /* Largest message a client may send us (pongs, closes; we read nothing
  * else): wslay closes with 1009 above it. */
 #define WS_MAX_RECV 4096
@@ -90,44 +90,25 @@ int ws_json_pointer_ok(const char *p);
 
 /* ------------------------------------------------- websocket_auth.c */
 
-/* What a token must be signed with: exactly one of the two is set. */
-typedef struct ws_auth {
-    char *secret; /* HS256 (owned) */
-    size_t secret_len;
-    char *public_key; /* RS256, PEM text (owned) */
-    size_t public_key_len;
-} ws_auth;
-
 typedef enum ws_auth_result {
     WS_AUTH_OK = 0,
     WS_AUTH_MISSING = 1, /* no token presented */
     WS_AUTH_INVALID = 2, /* a token that is not accepted; why says why */
 } ws_auth_result;
 
-/* Fills a from the two option values (either may be NULL or ""); exactly
- * one must be set, and a public key must be a PEM RSA public key.  Returns
- * 0, or CD_ERR_INVALID with errbuf naming the option. */
-int ws_auth_init(ws_auth *a, const char *secret, const char *public_key, char *errbuf,
-                 size_t errlen);
-/* 1 when both hold the same key. */
-int ws_auth_same(const ws_auth *a, const ws_auth *b);
-void ws_auth_free(ws_auth *a);
+/* Verifies a JWT with plugins/common/jwt_verify.h (the header's alg must be
+ * the configured one, the signature good, nbf not after now) under this
+ * sink's rules: exp must be present (and after now), sub a non-empty
+ * string of at most WS_ID_MAX bytes.  Returns WS_AUTH_OK and *sub
+ * (malloc'ed, the customerId), or WS_AUTH_MISSING (no token) /
+ * WS_AUTH_INVALID with why. */
+ws_auth_result ws_auth_verify(const jwt_verifier *a, const char *token, size_t len, time_t now,
+                              char **sub, char *why, size_t whylen);
 
-/* Verifies a JWT: the header's alg must be the configured one (HS256 with
- * a secret, RS256 with a public key; "none" and any other alg are refused
- * before a verifier sees the token); the signature is verified by libjwt
- * (HS256 also compared in constant time here); exp must be present and
- * after now; nbf, when present, not after now; sub must be a non-empty
- * string.  Returns WS_AUTH_OK and *sub (malloc'ed, the customerId), or
- * WS_AUTH_MISSING / WS_AUTH_INVALID with why. */
-ws_auth_result ws_auth_verify(const ws_auth *a, const char *token, time_t now, char **sub,
-                              char *why, size_t whylen);
-
-/* The token of a request: "Authorization: Bearer <t>", else ?token=<t>;
- * NULL when neither.  Returned pointer is into the arguments, or into
- * scratch (a copy without trailing blanks). */
-const char *ws_auth_token(const char *authorization, const char *query_token, char *scratch,
-                          size_t scratch_len);
+/* The token of a request: "Authorization: Bearer <t>" (blanks around t
+ * left out), else ?token=<t>; a pointer into the arguments and its length
+ * in *len, or NULL when neither. */
+const char *ws_auth_token(const char *authorization, const char *query_token, size_t *len);
 
 /* --------------------------------------------------------- the sink */
 
@@ -139,7 +120,7 @@ typedef enum ws_mode {
 /* The options that belong to a server: the first instance's win. */
 typedef struct ws_server_opts {
     char *listen; /* owned */
-    ws_auth auth;
+    jwt_verifier auth;
     uint64_t ping_interval_ms;
     uint64_t idle_timeout_ms;
     size_t max_send_queue;

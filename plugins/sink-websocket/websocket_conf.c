@@ -16,7 +16,7 @@
 void ws_server_opts_free(ws_server_opts *o) {
     free(o->listen);
     free(o->prefix);
-    ws_auth_free(&o->auth);
+    jwt_verifier_free(&o->auth);
     *o = (ws_server_opts){0};
 }
 
@@ -99,8 +99,9 @@ static int ws_conf_server(ws_ctx *ctx, const cd_config *cfg, char *errbuf, size_
     }
     o->listen = ws_conf_dup(listen, errbuf, errlen);
     if (o->listen == NULL) return CD_ERR_NOMEM;
-    int r = ws_auth_init(&o->auth, h->cfg_string(cfg, "jwt_secret"),
-                         h->cfg_string(cfg, "jwt_public_key"), errbuf, errlen);
+    int r = jwt_verifier_init(&o->auth, h->cfg_string(cfg, "jwt_secret"),
+                              h->cfg_string(cfg, "jwt_public_key"), JWT_KEYS_EXACTLY_ONE, errbuf,
+                              errlen);
     if (r < 0) return r;
     o->ping_interval_ms = (uint64_t)h->cfg_int(cfg, "ping_interval_ms");
     o->idle_timeout_ms = (uint64_t)h->cfg_int(cfg, "idle_timeout_ms");

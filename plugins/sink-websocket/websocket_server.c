@@ -542,10 +542,16 @@ static int ws_customer_subscribe(ws_server *srv, ws_customer *cu, char *err, siz
 static void ws_on_subwait(uv_timer_t *t) {
     ws_server *srv = ws_container_of(t, ws_server, subwait);
     uint64_t now = uv_now(srv->loop);
-    int confirmed = srv->host->redis_subscribed(srv->inst);
+    /* A host that knows each subscription's state (ABI 1.6) lets a socket
+     * go on as soon as its own customer's channel is confirmed, whatever
+     * other customers connecting at the same moment are waiting for. */
+    const cd_host *h = srv->host;
+    int each = CD_HOST_HAS(h, redis_sub_confirmed);
+    int all = each ? 0 : h->redis_subscribed(srv->inst);
     ws_conn **pp = &srv->waiting;
     while (*pp) {
         ws_conn *c = *pp;
+        int confirmed = each ? c->cust->sub && h->redis_sub_confirmed(c->cust->sub) : all;
         if (c->closing || confirmed || now - c->wait_since >= WS_SUB_WAIT_MS) {
             *pp = c->wnext;
             c->wnext = NULL;
@@ -765,12 +771,13 @@ static void ws_handle_upgrade(ws_server *srv, cd_http_request *req) {
         ws_respond_json(srv, req, 400, "Sec-WebSocket-Key is missing or malformed", NULL);
         return;
     }
-    char scratch[WS_JWT_MAX + 1];
+    size_t token_len = 0;
     const char *token = ws_auth_token(h->http_header(req, "authorization"),
-                                      h->http_query_param(req, "token"), scratch, sizeof(scratch));
+                                      h->http_query_param(req, "token"), &token_len);
     char why[WS_REASON_MAX] = "";
     char *sub = NULL;
-    ws_auth_result ar = ws_auth_verify(&srv->opts.auth, token, time(NULL), &sub, why, sizeof(why));
+    ws_auth_result ar =
+        ws_auth_verify(&srv->opts.auth, token, token_len, time(NULL), &sub, why, sizeof(why));
     if (ar != WS_AUTH_OK) {
         srv->auth_failures++;
         ws_count(srv, 3, 1);
@@ -964,8 +971,8 @@ static int ws_opts_copy(ws_server_opts *dst, const ws_server_opts *src, char *er
     *dst = *src;
     dst->listen = strdup(src->listen);
     dst->prefix = strdup(src->prefix);
-    dst->auth = (ws_auth){0};
-    int r = ws_auth_init(&dst->auth, src->auth.secret, src->auth.public_key, errbuf, errlen);
+    int r = jwt_verifier_init(&dst->auth, src->auth.secret, src->auth.public_key,
+                              JWT_KEYS_EXACTLY_ONE, errbuf, errlen);
     if (r < 0 || !dst->listen || !dst->prefix) {
         ws_server_opts_free(dst);
         if (r == 0) snprintf(errbuf, errlen, "out of memory");
@@ -1063,7 +1070,7 @@ int ws_server_attach(ws_ctx *ctx, char *errbuf, size_t errlen) {
     if (srv == NULL) return ws_server_create(ctx, errbuf, errlen);
     const cd_host *h = ctx->host;
     ws_ctx *owner = ws_owner(srv);
-    if (!ws_auth_same(&srv->opts.auth, &ctx->opts.auth)) {
+    if (!jwt_verifier_same(&srv->opts.auth, &ctx->opts.auth)) {
         snprintf(errbuf, errlen,
                  "jwt_secret / jwt_public_key: differs from the sink that opened %s (%s/%s); "
                  "sinks sharing a listen address must share the JWT key",

@@ -863,11 +863,10 @@ static int http_start(void *vctx, char *errbuf, size_t errlen) {
     host->log(ctx->inst, CD_LOG_INFO,
               "listening on %.*s:%d: POST /v1/events/{topic} for %zu topic(s), key %s, auth %s",
               hostlen, ctx->listen, host->http_port(ctx->server), ctx->ntopics, ctx->key.text,
-              !http_auth_enabled(&ctx->auth) ? "none"
-              : ctx->auth.nkeys && (ctx->auth.jwt_secret || ctx->auth.jwt_public_key)
-                  ? "API keys or JWT"
-              : ctx->auth.nkeys ? "API keys"
-                                : "JWT");
+              !http_auth_enabled(&ctx->auth)                            ? "none"
+              : ctx->auth.nkeys && jwt_verifier_enabled(&ctx->auth.jwt) ? "API keys or JWT"
+              : ctx->auth.nkeys                                         ? "API keys"
+                                                                        : "JWT");
     if (ctx->ws_routes)
         host->log(ctx->inst, CD_LOG_INFO,
                   "ws_routes: POST /v1/ws/connect and /v1/ws/disconnect, Redis keys %scustomer:* "

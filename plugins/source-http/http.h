@@ -24,6 +24,8 @@
 
 #include <connectd/plugin.h>
 
+#include "jwt_verify.h"
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -94,17 +96,11 @@ void http_pointer_append(char *buf, size_t bufsize, const char *name, size_t len
 typedef struct http_auth {
     unsigned char (*key_hashes)[32]; /* SHA-256 of each accepted API key (owned) */
     size_t nkeys;
-    char *jwt_secret; /* HS256 (owned, may be NULL) */
-    size_t jwt_secret_len;
-    char *jwt_public_key; /* RS256, PEM (owned, may be NULL) */
-    size_t jwt_public_key_len;
+    jwt_verifier jwt; /* jwt_secret (HS256) and / or jwt_public_key (RS256) */
 } http_auth;
 
 /* Parses "sha256:<64 hex digits>".  Returns 0, or CD_ERR_INVALID. */
 int http_auth_parse_hash(const char *text, unsigned char out[32]);
-/* Checks that pem holds a public key.  Returns 0, or CD_ERR_INVALID with
- * errbuf. */
-int http_auth_check_public_key(const char *pem, size_t len, char *errbuf, size_t errlen);
 int http_auth_enabled(const http_auth *a);
 
 typedef enum http_auth_result {
@@ -116,10 +112,10 @@ typedef enum http_auth_result {
 /* Checks the credentials a request presents: `api_key` (the X-Api-Key
  * header) and `authorization` ("Bearer <API key or JWT>"); either may be
  * NULL.  API keys are hashed and compared in constant time against every
- * configured hash; a JWT must be signed HS256 with jwt_secret or RS256 with
- * jwt_public_key (any other alg, "none" included, is refused) and be within
- * its exp / nbf.  On HTTP_AUTH_INVALID, why says what was wrong (for the
- * log, not for the client). */
+ * configured hash; a JWT is checked by plugins/common/jwt_verify.h (signed
+ * HS256 with jwt_secret or RS256 with jwt_public_key, any other alg, "none"
+ * included, refused; within its exp / nbf; exp and sub optional).  On HTTP_AUTH_INVALID, why says
+ * what was wrong (for the log, not for the client). */
 http_auth_result http_auth_check(const http_auth *a, const char *api_key, const char *authorization,
                                  char *why, size_t whylen);
 /* The same check; when it passes on a JWT, *sub is a copy of its `sub`

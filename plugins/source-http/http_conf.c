@@ -130,27 +130,8 @@ static int http_conf_auth(http_ctx *ctx, const cd_host *host, const cd_config *c
         }
         a->nkeys = n;
     }
-    const char *secret = host->cfg_string(cfg, "jwt_secret");
-    if (secret && *secret) {
-        a->jwt_secret = strdup(secret);
-        a->jwt_secret_len = strlen(secret);
-        if (a->jwt_secret == NULL) {
-            snprintf(errbuf, errlen, "out of memory");
-            return CD_ERR_NOMEM;
-        }
-    }
-    const char *pem = host->cfg_string(cfg, "jwt_public_key");
-    if (pem && *pem) {
-        int r = http_auth_check_public_key(pem, strlen(pem), errbuf, errlen);
-        if (r < 0) return r;
-        a->jwt_public_key = strdup(pem);
-        a->jwt_public_key_len = strlen(pem);
-        if (a->jwt_public_key == NULL) {
-            snprintf(errbuf, errlen, "out of memory");
-            return CD_ERR_NOMEM;
-        }
-    }
-    return 0;
+    return jwt_verifier_init(&a->jwt, host->cfg_string(cfg, "jwt_secret"),
+                             host->cfg_string(cfg, "jwt_public_key"), JWT_KEYS_ANY, errbuf, errlen);
 }
 
 /* An int option; `fallback` when a host applies no defaults (0). */

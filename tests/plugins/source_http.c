@@ -286,6 +286,13 @@ static struct cd_http_request *fx_post(const char *body) {
     return fx_request("POST", "/v1/events/kyc-verified", "application/json", body);
 }
 
+/* The same with an Authorization header. */
+static struct cd_http_request *fx_post_auth(const char *body, const char *authorization) {
+    cr_assert(fx.nreqs < MAX_REQS);
+    fx.reqs[fx.nreqs].auth = authorization;
+    return fx_post(body);
+}
+
 static void fx_report(size_t i, int status, int32_t partition, int64_t offset) {
     cr_assert(i < fx.nprod && !fx.prod[i].reported);
     fx.prod[i].reported = 1;
@@ -511,6 +518,47 @@ Test(source_http, init_refuses_what_it_cannot_serve) {
                                    "kyc-verified", "schemas_dir", SCHEMAS_DIR, "key", "")),
                  0);
     cr_assert(strstr(fx.errbuf, "key:"), "%s", fx.errbuf);
+    cr_assert_null(fx.ctx);
+}
+
+/* sha256 of "k-1". */
+#define K1_HASH "sha256:7c35c5a1785d20704e44d5de4beb81c1fce91b6fe48ed7c3159af6f7f832078b"
+
+Test(source_http, bearer_credentials_are_api_keys_then_jwts) {
+    fx_start(json_pack("{s:[s], s:s}", "api_keys", K1_HASH, "jwt_secret", "s3cret"));
+    /* The key, blanks around it left out. */
+    struct cd_http_request *r = fx_post_auth(KYC("c-1", "2024-05-01T12:00:00Z"), "Bearer  k-1 \t");
+    cr_assert_not(r->answered, "refused: %d %s", r->status, r->resp);
+    cr_assert_eq(fx.nprod, 1);
+    fx_report(0, 0, 0, 1);
+    cr_assert_eq(r->status, 202);
+    /* Not the key, not a JWT either (the shared verifier's "not a JWT"),
+     * a JWT whose signature does not verify: 401 invalid; nothing: 401
+     * asking for credentials. */
+    const char *refused[] = {"Bearer k-2", "Bearer a.b.c", "Basic k-1",
+                             "Bearer eyJhbGciOiJIUzI1NiJ9.e30.AAAA"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(*refused); i++) {
+        r = fx_post_auth(KYC("c-1", "2024-05-01T12:00:00Z"), refused[i]);
+        cr_assert(r->answered, "%s", refused[i]);
+        cr_assert_eq(r->status, 401, "%s", refused[i]);
+        json_t *a = fx_answer(r);
+        cr_assert_str_eq(json_string_value(json_object_get(a, "error")), "invalid credentials");
+        json_decref(a);
+    }
+    r = fx_post(KYC("c-1", "2024-05-01T12:00:00Z"));
+    cr_assert_eq(r->status, 401);
+    json_t *a = fx_answer(r);
+    cr_assert_str_eq(json_string_value(json_object_get(a, "error")), "authentication required");
+    json_decref(a);
+    cr_assert_eq(fx.nprod, 1);
+}
+
+Test(source_http, a_jwt_public_key_must_be_a_pem_rsa_public_key) {
+    cr_assert_lt(
+        fx_init(json_pack("{s:s, s:[s], s:s, s:s}", "plugin", "http", "topics", "kyc-verified",
+                          "schemas_dir", SCHEMAS_DIR, "jwt_public_key", "not a key")),
+        0);
+    cr_assert(strstr(fx.errbuf, "jwt_public_key: not a PEM RSA public key"), "%s", fx.errbuf);
     cr_assert_null(fx.ctx);
 }
 
