@@ -61,8 +61,13 @@ typedef struct redis_cmd {
     void *opaque;
 } redis_cmd;
 
+/* Subscriptions live in a hash table keyed by (pattern flag, name): with
+ * one channel per customer (sink-websocket) there are thousands, and every
+ * message and confirmation looks its name up. */
 struct redis_sub {
-    struct redis_sub *next;
+    struct redis_sub *hnext; /* same bucket, in subscription order */
+    struct redis_sub *dnext; /* unsubscribed during a dispatch, freed after it */
+    uint64_t hash;
     redis *r;
     char *name;
     size_t name_len;
@@ -89,7 +94,9 @@ struct redis {
     int port;
     int db;
     redis_conn cmd, sub;
-    redis_sub *subs, **subs_tail;
+    redis_sub **buckets; /* nbuckets, a power of two (0: none yet) */
+    size_t nbuckets, nsubs;
+    redis_sub *dead; /* unsubscribed during a dispatch */
     redis_unsub *unsubs;
     int dispatching;     /* inside subscription callbacks: unsubscribed entries wait */
     size_t pending;      /* commands whose callback has not run yet */
@@ -114,13 +121,16 @@ static void redis_unsubs_clear(redis *r) {
 static void redis_finish_close(redis *r) {
     void (*cb)(void *) = r->on_closed;
     void *opaque = r->closed_opaque;
-    redis_sub *s = r->subs;
-    while (s) {
-        redis_sub *next = s->next;
-        free(s->name);
-        free(s);
-        s = next;
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        redis_sub *s = r->buckets[i];
+        while (s) {
+            redis_sub *next = s->hnext;
+            free(s->name);
+            free(s);
+            s = next;
+        }
     }
+    free(r->buckets);
     redis_unsubs_clear(r);
     free(r->host);
     free(r);
@@ -243,10 +253,11 @@ static void redis_on_connect(const redisAsyncContext *ac, int status) {
     }
     if (c->is_sub) {
         redis_unsubs_clear(r); /* a new connection has no subscriptions */
-        for (redis_sub *s = r->subs; s; s = s->next) {
-            s->confirmed = 0;
-            if (s->cb) redis_sub_send(r, s);
-        }
+        for (size_t i = 0; i < r->nbuckets; i++)
+            for (redis_sub *s = r->buckets[i]; s; s = s->hnext) {
+                s->confirmed = 0;
+                if (s->cb) redis_sub_send(r, s);
+            }
     }
 }
 
@@ -421,7 +432,6 @@ int redis_new(redis **out, uv_loop_t *loop, const char *url, char *errbuf, size_
         return rc;
     }
     r->loop = loop;
-    r->subs_tail = &r->subs;
     r->rng = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
     if (r->rng == 0) r->rng = 1;
     redis_conn *conns[2] = {&r->cmd, &r->sub};
@@ -468,8 +478,9 @@ int redis_connected(const redis *r) {
 
 int redis_subscribed(const redis *r) {
     if (!r->sub.connected) return 0;
-    for (const redis_sub *s = r->subs; s; s = s->next)
-        if (s->cb && !s->confirmed) return 0;
+    for (size_t i = 0; i < r->nbuckets; i++)
+        for (const redis_sub *s = r->buckets[i]; s; s = s->hnext)
+            if (s->cb && !s->confirmed) return 0;
     return 1;
 }
 
@@ -659,9 +670,63 @@ static int redis_str_is(const redisReply *e, const char *s) {
            strncasecmp(e->str, s, (size_t)e->len) == 0;
 }
 
-static int redis_sub_matches(const redis_sub *s, int pattern, const redisReply *name) {
-    return s->pattern == pattern && name->type == REDIS_REPLY_STRING &&
-           (size_t)name->len == s->name_len && memcmp(name->str, s->name, s->name_len) == 0;
+/* FNV-1a over the pattern flag and the name. */
+static uint64_t redis_sub_hash(int pattern, const char *name, size_t len) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(pattern != 0);
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)name[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static int redis_sub_is(const redis_sub *s, uint64_t h, int pattern, const char *name, size_t len) {
+    return s->hash == h && s->pattern == pattern && s->name_len == len &&
+           memcmp(s->name, name, len) == 0;
+}
+
+/* The first entry of that name (live or not), or NULL; its bucket chain
+ * holds the others after it. */
+static redis_sub *redis_sub_first(const redis *r, int pattern, const char *name, size_t len,
+                                  uint64_t *hash) {
+    uint64_t h = redis_sub_hash(pattern, name, len);
+    if (hash) *hash = h;
+    if (r->nbuckets == 0) return NULL;
+    for (redis_sub *s = r->buckets[h & (r->nbuckets - 1)]; s; s = s->hnext)
+        if (redis_sub_is(s, h, pattern, name, len)) return s;
+    return NULL;
+}
+
+/* Doubles the table (never during a dispatch: it walks a chain). */
+static void redis_subs_grow(redis *r) {
+    if (r->dispatching || r->nsubs < r->nbuckets) return;
+    size_t n = r->nbuckets ? r->nbuckets * 2 : 64;
+    redis_sub **b = calloc(n, sizeof(*b));
+    if (b == NULL) return; /* longer chains, still correct */
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        redis_sub *s = r->buckets[i];
+        while (s) {
+            redis_sub *next = s->hnext, **tail = &b[s->hash & (n - 1)];
+            while (*tail)
+                tail = &(*tail)->hnext;
+            s->hnext = NULL;
+            *tail = s;
+            s = next;
+        }
+    }
+    free(r->buckets);
+    r->buckets = b;
+    r->nbuckets = n;
+}
+
+static void redis_sub_unlink_free(redis *r, redis_sub *s) {
+    redis_sub **pp = &r->buckets[s->hash & (r->nbuckets - 1)];
+    while (*pp && *pp != s)
+        pp = &(*pp)->hnext;
+    if (*pp) *pp = s->hnext;
+    r->nsubs--;
+    free(s->name);
+    free(s);
 }
 
 static redis_unsub **redis_unsub_find(redis *r, int pattern, const char *name, size_t len) {
@@ -673,18 +738,11 @@ static redis_unsub **redis_unsub_find(redis *r, int pattern, const char *name, s
 
 /* Frees the entries unsubscribed during a dispatch. */
 static void redis_subs_sweep(redis *r) {
-    redis_sub **pp = &r->subs;
-    while (*pp) {
-        redis_sub *s = *pp;
-        if (s->cb) {
-            pp = &s->next;
-            continue;
-        }
-        *pp = s->next;
-        free(s->name);
-        free(s);
+    while (r->dead) {
+        redis_sub *s = r->dead;
+        r->dead = s->dnext;
+        redis_sub_unlink_free(r, s);
     }
-    r->subs_tail = pp;
 }
 
 /* The server confirmed an UNSUBSCRIBE: a subscription to the same name
@@ -696,8 +754,10 @@ static void redis_unsub_confirmed(redis *r, int pattern, const redisReply *name)
     redis_unsub *gone = *u;
     *u = gone->next;
     free(gone);
-    for (redis_sub *s = r->subs; s; s = s->next)
-        if (s->cb && redis_sub_matches(s, pattern, name)) {
+    uint64_t h;
+    size_t len = (size_t)name->len;
+    for (redis_sub *s = redis_sub_first(r, pattern, name->str, len, &h); s; s = s->hnext)
+        if (s->cb && redis_sub_is(s, h, pattern, name->str, len)) {
             redis_sub_send(r, s);
             break; /* one SUBSCRIBE confirms every entry of that name */
         }
@@ -714,8 +774,11 @@ static void redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata) {
     int pattern = redis_str_is(e[0], "psubscribe") || redis_str_is(e[0], "pmessage") ||
                   redis_str_is(e[0], "punsubscribe");
     if (redis_str_is(e[0], "subscribe") || redis_str_is(e[0], "psubscribe")) {
-        for (redis_sub *s = r->subs; s; s = s->next)
-            if (redis_sub_matches(s, pattern, e[1])) s->confirmed = 1;
+        if (e[1]->type != REDIS_REPLY_STRING) return;
+        uint64_t h;
+        size_t len = (size_t)e[1]->len;
+        for (redis_sub *s = redis_sub_first(r, pattern, e[1]->str, len, &h); s; s = s->hnext)
+            if (redis_sub_is(s, h, pattern, e[1]->str, len)) s->confirmed = 1;
         return;
     }
     if (redis_str_is(e[0], "unsubscribe") || redis_str_is(e[0], "punsubscribe")) {
@@ -736,9 +799,14 @@ static void redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata) {
     /* A callback may subscribe (appending), unsubscribe (the entry stays
      * until the walk is over) or close (subscriptions stay until the last
      * handle closed), so walking on is safe. */
+    const redisReply *key = pattern ? e[1] : chan;
+    if (key->type != REDIS_REPLY_STRING) return;
+    uint64_t h;
+    size_t klen = (size_t)key->len;
     r->dispatching++;
-    for (redis_sub *s = r->subs; s && !r->closing; s = s->next) {
-        if (!s->cb || !redis_sub_matches(s, pattern, pattern ? e[1] : chan)) continue;
+    for (redis_sub *s = redis_sub_first(r, pattern, key->str, klen, &h); s && !r->closing;
+         s = s->hnext) {
+        if (!s->cb || !redis_sub_is(s, h, pattern, key->str, klen)) continue;
         redis_message m = {
             .pattern = pattern ? s->name : NULL,
             .channel = chan->str,
@@ -787,8 +855,18 @@ int redis_subscribe_handle(redis *r, const char *channel_or_pattern, int pattern
     s->pattern = pattern != 0;
     s->cb = cb;
     s->opaque = opaque;
-    *r->subs_tail = s;
-    r->subs_tail = &s->next;
+    s->hash = redis_sub_hash(s->pattern, s->name, s->name_len);
+    redis_subs_grow(r);
+    if (r->nbuckets == 0) {
+        free(s->name);
+        free(s);
+        return CD_ERR_NOMEM;
+    }
+    redis_sub **tail = &r->buckets[s->hash & (r->nbuckets - 1)];
+    while (*tail)
+        tail = &(*tail)->hnext;
+    *tail = s;
+    r->nsubs++;
     if (!r->sub.started)
         redis_conn_connect(&r->sub);
     else
@@ -804,10 +882,9 @@ int redis_unsubscribe(redis *r, const char *channel_or_pattern, int pattern, red
     size_t len = strlen(channel_or_pattern);
     redis_sub *found = NULL;
     int others = 0;
-    for (redis_sub *s = r->subs; s; s = s->next) {
-        if (!s->cb || s->pattern != pattern || s->name_len != len ||
-            memcmp(s->name, channel_or_pattern, len) != 0)
-            continue;
+    uint64_t h;
+    for (redis_sub *s = redis_sub_first(r, pattern, channel_or_pattern, len, &h); s; s = s->hnext) {
+        if (!s->cb || !redis_sub_is(s, h, pattern, channel_or_pattern, len)) continue;
         if (!found && s->cb == cb && s->opaque == opaque)
             found = s;
         else
@@ -815,7 +892,12 @@ int redis_unsubscribe(redis *r, const char *channel_or_pattern, int pattern, red
     }
     if (!found) return CD_ERR_INVALID;
     found->cb = NULL;
-    if (r->dispatching == 0) redis_subs_sweep(r);
+    if (r->dispatching == 0) {
+        redis_sub_unlink_free(r, found);
+    } else {
+        found->dnext = r->dead;
+        r->dead = found;
+    }
     if (others || r->closing) return 0;
     redisAsyncContext *ac = r->sub.ac;
     if (ac == NULL || !r->sub.connected) return 0; /* nothing to undo on the server */

@@ -786,3 +786,63 @@ Test(redis, each_subscription_says_when_the_server_confirmed_it) {
     cr_assert_eq(redis_sub_confirmed(NULL), 0);
     close_and_check(&loop, r);
 }
+
+/* Thousands of channels (sink-websocket holds one per connected customer):
+ * each message reaches exactly its own subscriber, subscriptions made from
+ * inside a callback (the table grows only after the dispatch) and
+ * unsubscriptions of half of them keep everything consistent. */
+#define MANY 3000
+static inbox many_in[MANY];
+static redis *many_r;
+static char many_names[MANY][96];
+static int many_added;
+
+static void many_cb(void *opaque, const redis_message *m) {
+    inbox_cb(opaque, m);
+    /* The first message subscribes 1000 more channels from the callback. */
+    if (!many_added) {
+        many_added = 1;
+        for (int i = 2000; i < MANY; i++)
+            cr_assert_eq(redis_subscribe(many_r, many_names[i], 0, inbox_cb, &many_in[i]), 0);
+    }
+}
+
+static int all_subscribed(void *arg) {
+    return redis_subscribed(arg);
+}
+
+Test(redis, thousands_of_channels_each_reach_only_their_subscriber) {
+    uv_loop_t loop;
+    redis *r = client_new(&loop);
+    many_r = r;
+    many_added = 0;
+    memset(many_in, 0, sizeof many_in);
+    for (int i = 0; i < MANY; i++)
+        snprintf(many_names[i], sizeof many_names[i], "%s:many:%d", key_prefix, i);
+    for (int i = 0; i < 2000; i++)
+        cr_assert_eq(redis_subscribe(r, many_names[i], 0, i == 0 ? many_cb : inbox_cb, &many_in[i]),
+                     0);
+    cr_assert(run_until(&loop, all_subscribed, r, 15000), "2000 subscriptions not confirmed");
+    cr_assert_eq(sync_integer("PUBLISH %s %s", many_names[0], "grow"), 1);
+    cr_assert(wait_count(&loop, &many_in[0].count, 1, 5000));
+    cr_assert(run_until(&loop, all_subscribed, r, 15000), "the 1000 added not confirmed");
+    for (int i = 1; i < MANY; i += 7)
+        cr_assert_eq(sync_integer("PUBLISH %s %s", many_names[i], many_names[i]), 1, "%d", i);
+    for (int i = 1; i < MANY; i++) {
+        int want = i % 7 == 1 ? 1 : 0;
+        if (want) cr_assert(wait_count(&loop, &many_in[i].count, 1, 5000), "%d got nothing", i);
+        cr_assert_eq(many_in[i].count, want, "channel %d got %d", i, many_in[i].count);
+        if (want) cr_assert_str_eq(many_in[i].last_payload, many_names[i]);
+    }
+    /* Half of them go; the server forgets those, the rest still hear. */
+    for (int i = 0; i < MANY; i += 2)
+        cr_assert_eq(
+            redis_unsubscribe(r, many_names[i], 0, i == 0 ? many_cb : inbox_cb, &many_in[i]), 0);
+    cr_assert_eq(numsub_becomes(&loop, many_names[MANY - 2], 0), 0);
+    cr_assert_eq(numsub_becomes(&loop, many_names[MANY - 1], 1), 1);
+    cr_assert_eq(sync_integer("PUBLISH %s %s", many_names[4], "gone"), 0);
+    cr_assert_eq(sync_integer("PUBLISH %s %s", many_names[5], "here"), 1);
+    cr_assert(wait_count(&loop, &many_in[5].count, 1, 5000));
+    cr_assert_eq(many_in[4].count, 0);
+    close_and_check(&loop, r);
+}
