@@ -224,8 +224,17 @@ static int ddb_skip(ddb_scan *sc, size_t *end) {
     return ddb_number_end(sc, end);
 }
 
-static int ddb_put(ddb_scan *sc, const char *p, size_t n) {
-    if (ddb_buf_append(sc->out, p, n) < 0) {
+/* Appends n bytes: in place when they fit (the common case, once the
+ * reused output buffer has grown), through ddb_buf_append otherwise. */
+static inline int ddb_put(ddb_scan *sc, const char *p, size_t n) {
+    ddb_buf *b = sc->out;
+    if (b->cap - b->len > n) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    if (ddb_buf_append(b, p, n) < 0) {
         snprintf(sc->errbuf, sc->errlen, "out of memory");
         return -1;
     }
