@@ -193,7 +193,14 @@ int engine_reload(engine *e, const char *trigger, json_t **report) {
             continue;
         }
         retiree *r = calloc(1, sizeof(*r));
-        if (!r) abort();
+        if (!r) { /* keep it as it runs: a later reload can try again */
+            log_msg(CD_LOG_ERROR, pc->name, "%s: out of memory; left as it was", trigger);
+            pipeline_conf_free(succ);
+            e->pipelines[keep] = pl;
+            e->conf->pipelines[keep] = pc;
+            keep++;
+            continue;
+        }
         r->pl = pl;
         r->pc = pc;
         r->successor = succ;
@@ -209,19 +216,10 @@ int engine_reload(engine *e, const char *trigger, json_t **report) {
     for (retiree *r = e->retiring; r; r = r->next)
         log_msg(CD_LOG_INFO, pipeline_name(r->pl), "%s: %s", trigger,
                 r->successor ? "changed, draining before restarting" : "removed, draining");
-    /* pipeline_stop may finish at once (a pipeline that never started),
-     * unlinking its entry: walk a copy of the list. */
-    size_t n = 0;
+    /* A stopped pipeline leaves the list only from its last handle's close
+     * callback (engine_retired), never inside pipeline_stop. */
     for (retiree *r = e->retiring; r; r = r->next)
-        n++;
-    pipeline **stopping = calloc(n ? n : 1, sizeof(*stopping));
-    if (!stopping) abort();
-    n = 0;
-    for (retiree *r = e->retiring; r; r = r->next)
-        stopping[n++] = r->pl;
-    for (size_t i = 0; i < n; i++)
-        pipeline_stop(stopping[i]);
-    free(stopping);
+        pipeline_stop(r->pl);
     for (size_t j = 0; j < n_new; j++) {
         if (!fresh[j]) continue;
         json_push_name(rep, "started", fresh[j]->name);
