@@ -263,6 +263,53 @@ static json_t *http_event_result(const http_pending *p, const http_event *ev) {
     return o;
 }
 
+/* Appends s as a JSON string (quotes included) at o, which has room for
+ * 6 bytes per byte of s plus 2; returns the bytes written.  Escapes what
+ * jansson's compact output escapes: '"', '\\' and control characters. */
+static size_t http_json_str(char *o, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    char *w = o;
+    *w++ = '"';
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
+        if (*u == '"' || *u == '\\') {
+            *w++ = '\\';
+            *w++ = (char)*u;
+        } else if (*u < 0x20) {
+            memcpy(w, "\\u00", 4);
+            w[4] = hex[*u >> 4];
+            w[5] = hex[*u & 15];
+            w += 6;
+        } else {
+            *w++ = (char)*u;
+        }
+    }
+    *w++ = '"';
+    return (size_t)(w - o);
+}
+
+/* The answer to one stored event, {"topic":..,"partition":..,"offset":..,
+ * "eventId":..} as http_event_result + http_send_json would write it,
+ * without a jansson tree and its dozen allocations per request.  Returns
+ * -1 (nothing sent) when it does not fit the stack buffer. */
+static int http_send_stored(http_ctx *ctx, http_pending *p, const http_event *ev) {
+    char buf[4096];
+    const char *topic = p->topic->name, *id = ev->event_id ? ev->event_id : "";
+    size_t tl = strlen(topic), il = strlen(id);
+    if (tl > 250 || il > 128) return -1; /* 6 x (250 + 128) + 4 quotes + 80 < 4096 */
+    size_t n = 0;
+    memcpy(buf, "{\"topic\":", 9);
+    n = 9;
+    n += http_json_str(buf + n, topic);
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+                          ",\"partition\":%d,\"offset\":%lld,\"eventId\":", (int)ev->partition,
+                          (long long)ev->offset);
+    n += http_json_str(buf + n, id);
+    buf[n++] = '}';
+    static const char *const headers[] = {"Cache-Control: no-store", NULL};
+    if (ctx->host->http_respond(p->req, 202, "application/json", buf, n, headers) < 0) return -1;
+    return 0;
+}
+
 static void http_pending_free(http_pending *p) {
     for (size_t i = 0; i < p->nevents; i++) {
         free(p->events[i].event_id);
@@ -287,18 +334,22 @@ static void http_pending_answer(http_pending *p) {
         n400 += s == 400;
         n503 += s == 503;
     }
-    int status;
-    json_t *body;
-    if (!p->batch) {
-        status = p->events[0].status;
-        body = http_event_result(p, &p->events[0]);
+    if (!p->batch && p->events[0].status == 202 && http_send_stored(ctx, p, &p->events[0]) == 0) {
+        /* answered without building a tree: the common case */
     } else {
-        status = n503 ? 503 : n202 == p->nevents ? 202 : n400 == p->nevents ? 400 : 207;
-        body = json_array();
-        for (size_t i = 0; i < p->nevents; i++)
-            json_array_append_new(body, http_event_result(p, &p->events[i]));
+        int status;
+        json_t *body;
+        if (!p->batch) {
+            status = p->events[0].status;
+            body = http_event_result(p, &p->events[0]);
+        } else {
+            status = n503 ? 503 : n202 == p->nevents ? 202 : n400 == p->nevents ? 400 : 207;
+            body = json_array();
+            for (size_t i = 0; i < p->nevents; i++)
+                json_array_append_new(body, http_event_result(p, &p->events[i]));
+        }
+        http_send_json(ctx, p->req, status, body, n503 ? ctx->retry_after : NULL, NULL);
     }
-    http_send_json(ctx, p->req, status, body, n503 ? ctx->retry_after : NULL, NULL);
     p->req = NULL;
     http_metric_add(ctx, ctx->m_accepted, (double)n202);
     http_metric_add(ctx, ctx->m_rejected, (double)n400);
