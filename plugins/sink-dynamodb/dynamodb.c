@@ -154,18 +154,18 @@ static int ddb_render(ddb_ctx *ctx, const cd_template *t, const cd_record *rec, 
 
 typedef struct ddb_expr {
     ddb_ctx *ctx;
-    ddb_buf *names;  /* members of ExpressionAttributeNames, no braces */
-    ddb_buf *values; /* members of ExpressionAttributeValues, no braces */
-    ddb_buf *set;    /* the SET clause */
-    ddb_buf *dkey;   /* key identity (put with key_attributes) */
+    pbuf *names;  /* members of ExpressionAttributeNames, no braces */
+    pbuf *values; /* members of ExpressionAttributeValues, no braces */
+    pbuf *set;    /* the SET clause */
+    pbuf *dkey;   /* key identity (put with key_attributes) */
     size_t n;
     char *err;
     size_t errlen;
     int rc;
 } ddb_expr;
 
-static int ddb_comma(ddb_buf *b) {
-    return b->len ? ddb_buf_puts(b, ",") : 0;
+static int ddb_comma(pbuf *b) {
+    return b->len ? pbuf_puts(b, ",") : 0;
 }
 
 /* One member of the update template: "#uN": name, ":uN": value. */
@@ -175,19 +175,18 @@ static int ddb_on_update_member(void *opaque, const char *name, size_t nlen, con
     char path[256], ph[32];
     snprintf(path, sizeof(path), "%.*s", (int)(nlen - 2), name + 1);
     snprintf(ph, sizeof(ph), "%zu", x->n++);
-    if (ddb_comma(x->names) < 0 || ddb_buf_puts(x->names, "\"#u") < 0 ||
-        ddb_buf_puts(x->names, ph) < 0 || ddb_buf_puts(x->names, "\":") < 0 ||
-        ddb_buf_append(x->names, name, nlen) < 0 || ddb_comma(x->values) < 0 ||
-        ddb_buf_puts(x->values, "\":u") < 0 || ddb_buf_puts(x->values, ph) < 0 ||
-        ddb_buf_puts(x->values, "\":") < 0)
+    if (ddb_comma(x->names) < 0 || pbuf_puts(x->names, "\"#u") < 0 || pbuf_puts(x->names, ph) < 0 ||
+        pbuf_puts(x->names, "\":") < 0 || pbuf_append(x->names, name, nlen) < 0 ||
+        ddb_comma(x->values) < 0 || pbuf_puts(x->values, "\":u") < 0 ||
+        pbuf_puts(x->values, ph) < 0 || pbuf_puts(x->values, "\":") < 0)
         return CD_ERR_NOMEM;
     char aerr[200];
     if (ddb_attr_value(value, vlen, path, &x->ctx->types, x->values, aerr, sizeof(aerr)) < 0) {
         snprintf(x->err, x->errlen, "update: %s", aerr);
         return CD_ERR_INVALID;
     }
-    if (ddb_buf_puts(x->set, x->n == 1 ? "SET #u" : ", #u") < 0 || ddb_buf_puts(x->set, ph) < 0 ||
-        ddb_buf_puts(x->set, " = :u") < 0 || ddb_buf_puts(x->set, ph) < 0)
+    if (pbuf_puts(x->set, x->n == 1 ? "SET #u" : ", #u") < 0 || pbuf_puts(x->set, ph) < 0 ||
+        pbuf_puts(x->set, " = :u") < 0 || pbuf_puts(x->set, ph) < 0)
         return CD_ERR_NOMEM;
     return 0;
 }
@@ -198,8 +197,8 @@ static int ddb_on_cond_value(void *opaque, const char *name, size_t nlen, const 
     ddb_expr *x = opaque;
     char path[256], aerr[200];
     snprintf(path, sizeof(path), "%.*s", (int)(nlen - 2), name + 1);
-    if (ddb_comma(x->values) < 0 || ddb_buf_append(x->values, name, nlen) < 0 ||
-        ddb_buf_puts(x->values, ":") < 0)
+    if (ddb_comma(x->values) < 0 || pbuf_append(x->values, name, nlen) < 0 ||
+        pbuf_puts(x->values, ":") < 0)
         return CD_ERR_NOMEM;
     if (ddb_attr_value(value, vlen, path, &x->ctx->types, x->values, aerr, sizeof(aerr)) < 0) {
         snprintf(x->err, x->errlen, "condition_values: %s", aerr);
@@ -215,8 +214,8 @@ static int ddb_on_key_member(void *opaque, const char *name, size_t nlen, const 
     for (size_t i = 0; i < x->ctx->nkey_attrs; i++) {
         const char *a = x->ctx->key_attrs[i];
         if (strlen(a) == nlen - 2 && memcmp(a, name + 1, nlen - 2) == 0) {
-            if (ddb_buf_append(x->dkey, name, nlen) < 0 || ddb_buf_puts(x->dkey, "=") < 0 ||
-                ddb_buf_append(x->dkey, value, vlen) < 0 || ddb_buf_puts(x->dkey, "\x1f") < 0)
+            if (pbuf_append(x->dkey, name, nlen) < 0 || pbuf_puts(x->dkey, "=") < 0 ||
+                pbuf_append(x->dkey, value, vlen) < 0 || pbuf_puts(x->dkey, "\x1f") < 0)
                 return CD_ERR_NOMEM;
         }
     }
@@ -235,7 +234,7 @@ static char *ddb_strndup(const char *s, size_t n) {
  * with err (the record is then FATAL). */
 static int ddb_prepare(ddb_ctx *ctx, ddb_rec *r, size_t idx, const cd_record *rec, char *err,
                        size_t errlen) {
-    ddb_buf body = {0}, names = {0}, values = {0}, set = {0}, dkey = {0};
+    pbuf body = {0}, names = {0}, values = {0}, set = {0}, dkey = {0};
     ddb_expr x = {.ctx = ctx,
                   .names = &names,
                   .values = &values,
@@ -248,10 +247,10 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_rec *r, size_t idx, const cd_record *re
     if (ctx->ttl_attr != NULL) {
         long long at = (long long)time(NULL) + (long long)ctx->ttl_seconds;
         if (ctx->op == DDB_OP_PUT) {
-            ddb_buf t = {0};
-            if (ddb_buf_json_string(&t, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0) goto nomem;
+            pbuf t = {0};
+            if (pbuf_json_string(&t, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0) goto nomem;
             snprintf(ttl, sizeof(ttl), "%s:{\"N\":\"%lld\"}", t.data, at);
-            ddb_buf_free(&t);
+            pbuf_free(&t);
         } else {
             snprintf(ttl, sizeof(ttl), "\":ttl\":{\"N\":\"%lld\"}", at);
         }
@@ -275,7 +274,7 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_rec *r, size_t idx, const cd_record *re
             snprintf(err, errlen, "key: %s", aerr);
             goto out;
         }
-        if (ddb_buf_append(&dkey, ctx->tmp.data, ctx->tmp.len) < 0) goto nomem;
+        if (pbuf_append(&dkey, ctx->tmp.data, ctx->tmp.len) < 0) goto nomem;
         if (ctx->op == DDB_OP_UPDATE) {
             if (ddb_render(ctx, ctx->t_update, rec, err, errlen) < 0) goto out;
             if ((rc = ddb_json_members(ctx->render.data, ctx->render.len, ddb_on_update_member, &x,
@@ -283,10 +282,10 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_rec *r, size_t idx, const cd_record *re
                 goto out;
             rc = CD_ERR_INVALID;
             if (ttl[0]) {
-                if (ddb_comma(&names) < 0 || ddb_buf_puts(&names, "\"#ttl\":") < 0 ||
-                    ddb_buf_json_string(&names, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0 ||
-                    ddb_comma(&values) < 0 || ddb_buf_puts(&values, ttl) < 0 ||
-                    ddb_buf_puts(&set, set.len ? ", #ttl = :ttl" : "SET #ttl = :ttl") < 0)
+                if (ddb_comma(&names) < 0 || pbuf_puts(&names, "\"#ttl\":") < 0 ||
+                    pbuf_json_string(&names, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0 ||
+                    ddb_comma(&values) < 0 || pbuf_puts(&values, ttl) < 0 ||
+                    pbuf_puts(&set, set.len ? ", #ttl = :ttl" : "SET #ttl = :ttl") < 0)
                     goto nomem;
             }
         }
@@ -301,54 +300,53 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_rec *r, size_t idx, const cd_record *re
     if (ctx->cond_names != NULL) {
         /* The static names object without its braces. */
         size_t n = strlen(ctx->cond_names);
-        if (ddb_comma(&names) < 0 || ddb_buf_append(&names, ctx->cond_names + 1, n - 2) < 0)
+        if (ddb_comma(&names) < 0 || pbuf_append(&names, ctx->cond_names + 1, n - 2) < 0)
             goto nomem;
     }
 
     if (ctx->batched) {
-        if (ddb_buf_puts(&body, "{\"PutRequest\":{\"Item\":") < 0 ||
-            ddb_buf_append(&body, ctx->tmp.data, ctx->tmp.len) < 0 || ddb_buf_puts(&body, "}}") < 0)
+        if (pbuf_puts(&body, "{\"PutRequest\":{\"Item\":") < 0 ||
+            pbuf_append(&body, ctx->tmp.data, ctx->tmp.len) < 0 || pbuf_puts(&body, "}}") < 0)
             goto nomem;
     } else {
-        if (ddb_buf_puts(&body, "{\"TableName\":") < 0 ||
-            ddb_buf_json_string(&body, ctx->table, strlen(ctx->table)) < 0 ||
-            ddb_buf_puts(&body, ctx->op == DDB_OP_PUT ? ",\"Item\":" : ",\"Key\":") < 0 ||
-            ddb_buf_append(&body, ctx->tmp.data, ctx->tmp.len) < 0)
+        if (pbuf_puts(&body, "{\"TableName\":") < 0 ||
+            pbuf_json_string(&body, ctx->table, strlen(ctx->table)) < 0 ||
+            pbuf_puts(&body, ctx->op == DDB_OP_PUT ? ",\"Item\":" : ",\"Key\":") < 0 ||
+            pbuf_append(&body, ctx->tmp.data, ctx->tmp.len) < 0)
             goto nomem;
-        if (set.len && (ddb_buf_puts(&body, ",\"UpdateExpression\":") < 0 ||
-                        ddb_buf_json_string(&body, set.data, set.len) < 0))
+        if (set.len && (pbuf_puts(&body, ",\"UpdateExpression\":") < 0 ||
+                        pbuf_json_string(&body, set.data, set.len) < 0))
             goto nomem;
-        if (ctx->condition &&
-            (ddb_buf_puts(&body, ",\"ConditionExpression\":") < 0 ||
-             ddb_buf_json_string(&body, ctx->condition, strlen(ctx->condition)) < 0))
+        if (ctx->condition && (pbuf_puts(&body, ",\"ConditionExpression\":") < 0 ||
+                               pbuf_json_string(&body, ctx->condition, strlen(ctx->condition)) < 0))
             goto nomem;
         if (names.len &&
-            (ddb_buf_puts(&body, ",\"ExpressionAttributeNames\":{") < 0 ||
-             ddb_buf_append(&body, names.data, names.len) < 0 || ddb_buf_puts(&body, "}") < 0))
+            (pbuf_puts(&body, ",\"ExpressionAttributeNames\":{") < 0 ||
+             pbuf_append(&body, names.data, names.len) < 0 || pbuf_puts(&body, "}") < 0))
             goto nomem;
         if (values.len &&
-            (ddb_buf_puts(&body, ",\"ExpressionAttributeValues\":{") < 0 ||
-             ddb_buf_append(&body, values.data, values.len) < 0 || ddb_buf_puts(&body, "}") < 0))
+            (pbuf_puts(&body, ",\"ExpressionAttributeValues\":{") < 0 ||
+             pbuf_append(&body, values.data, values.len) < 0 || pbuf_puts(&body, "}") < 0))
             goto nomem;
-        if (ddb_buf_puts(&body, "}") < 0) goto nomem;
+        if (pbuf_puts(&body, "}") < 0) goto nomem;
     }
     if (ctx->op == DDB_OP_PUT && ctx->nkey_attrs == 0) {
         /* Without key_attributes the Kafka key stands for the item's key;
          * a record without one is its own key. */
         char own[40];
         if (rec->key != NULL) {
-            if (ddb_buf_puts(&dkey, "k:") < 0 || ddb_buf_append(&dkey, rec->key, rec->key_len) < 0)
+            if (pbuf_puts(&dkey, "k:") < 0 || pbuf_append(&dkey, rec->key, rec->key_len) < 0)
                 goto nomem;
         } else {
             snprintf(own, sizeof(own), "r:%zu", idx);
-            if (ddb_buf_puts(&dkey, own) < 0) goto nomem;
+            if (pbuf_puts(&dkey, own) < 0) goto nomem;
         }
     }
     r->dkey = ddb_strndup(dkey.data ? dkey.data : "", dkey.len);
     r->dkey_len = dkey.len;
     r->body = body.data;
     r->body_len = body.len;
-    body = (ddb_buf){0};
+    body = (pbuf){0};
     rc = r->dkey ? 0 : CD_ERR_NOMEM;
     if (rc < 0) snprintf(err, errlen, "out of memory");
     goto out;
@@ -356,11 +354,11 @@ nomem:
     snprintf(err, errlen, "out of memory");
     rc = CD_ERR_NOMEM;
 out:
-    ddb_buf_free(&body);
-    ddb_buf_free(&names);
-    ddb_buf_free(&values);
-    ddb_buf_free(&set);
-    ddb_buf_free(&dkey);
+    pbuf_free(&body);
+    pbuf_free(&names);
+    pbuf_free(&values);
+    pbuf_free(&set);
+    pbuf_free(&dkey);
     return rc;
 }
 
@@ -402,7 +400,7 @@ static int ddb_number_rounds(ddb_batch *b) {
 
 static void ddb_req_free(ddb_req *q) {
     free(q->idx);
-    ddb_buf_free(&q->body);
+    pbuf_free(&q->body);
     free(q);
 }
 
@@ -437,10 +435,10 @@ static void ddb_send_single_batch(ddb_batch *b, size_t i) {
     ddb_ctx *ctx = b->ctx;
     ddb_rec *r = &b->recs[i];
     ddb_req *q = ddb_req_new(b, 1);
-    if (q == NULL || ddb_buf_puts(&q->body, "{\"RequestItems\":{") < 0 ||
-        ddb_buf_json_string(&q->body, ctx->table, strlen(ctx->table)) < 0 ||
-        ddb_buf_puts(&q->body, ":[") < 0 || ddb_buf_append(&q->body, r->body, r->body_len) < 0 ||
-        ddb_buf_puts(&q->body, "]}}") < 0) {
+    if (q == NULL || pbuf_puts(&q->body, "{\"RequestItems\":{") < 0 ||
+        pbuf_json_string(&q->body, ctx->table, strlen(ctx->table)) < 0 ||
+        pbuf_puts(&q->body, ":[") < 0 || pbuf_append(&q->body, r->body, r->body_len) < 0 ||
+        pbuf_puts(&q->body, "]}}") < 0) {
         if (q) ddb_req_free(q);
         ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
         return;
@@ -548,7 +546,7 @@ static void ddb_send_round(ddb_batch *b) {
         }
         if (!ctx->batched) {
             q = ddb_req_new(b, 1);
-            if (q == NULL || ddb_buf_append(&q->body, r->body, r->body_len) < 0) {
+            if (q == NULL || pbuf_append(&q->body, r->body, r->body_len) < 0) {
                 if (q) ddb_req_free(q);
                 ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
                 continue;
@@ -560,30 +558,30 @@ static void ddb_send_round(ddb_batch *b) {
         }
         if (q != NULL &&
             (q->n == DDB_BATCH_MAX_ITEMS || q->body.len + r->body_len + 4 > DDB_BATCH_MAX_BYTES)) {
-            ddb_buf_puts(&q->body, "]}}");
+            pbuf_puts(&q->body, "]}}");
             ddb_req_send(b, q);
             q = NULL;
         }
         if (q == NULL) {
             q = ddb_req_new(b, DDB_BATCH_MAX_ITEMS);
-            if (q == NULL || ddb_buf_puts(&q->body, "{\"RequestItems\":{") < 0 ||
-                ddb_buf_json_string(&q->body, ctx->table, strlen(ctx->table)) < 0 ||
-                ddb_buf_puts(&q->body, ":[") < 0) {
+            if (q == NULL || pbuf_puts(&q->body, "{\"RequestItems\":{") < 0 ||
+                pbuf_json_string(&q->body, ctx->table, strlen(ctx->table)) < 0 ||
+                pbuf_puts(&q->body, ":[") < 0) {
                 if (q) ddb_req_free(q);
                 q = NULL;
                 ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
                 continue;
             }
         }
-        if ((q->n > 0 && ddb_buf_puts(&q->body, ",") < 0) ||
-            ddb_buf_append(&q->body, r->body, r->body_len) < 0) {
+        if ((q->n > 0 && pbuf_puts(&q->body, ",") < 0) ||
+            pbuf_append(&q->body, r->body, r->body_len) < 0) {
             ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
             continue;
         }
         q->idx[q->n++] = i;
     }
     if (q != NULL) {
-        if (q->n == 0 || ddb_buf_puts(&q->body, "]}}") < 0) {
+        if (q->n == 0 || pbuf_puts(&q->body, "]}}") < 0) {
             for (size_t k = 0; k < q->n; k++)
                 ddb_report(b, q->idx[k], CD_RECORD_RETRY, 0, "out of memory");
             ddb_req_free(q);

@@ -66,7 +66,7 @@ typedef struct ddb_req {
     ddb_batch *b;
     size_t *idx; /* owned: record indices carried */
     size_t n;
-    ddb_buf body;
+    pbuf body;
 } ddb_req;
 
 struct ddb_ctx {
@@ -98,7 +98,7 @@ struct ddb_ctx {
 
     /* Scratch, reused per record. */
     cd_buf render;
-    ddb_buf tmp, tmp2;
+    pbuf tmp, tmp2;
 };
 
 /* dynamodb_conf.c: options -> context (no I/O) and back. */

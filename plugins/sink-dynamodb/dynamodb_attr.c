@@ -14,53 +14,6 @@
 
 #define DDB_MAX_DEPTH 32 /* DynamoDB allows 32 levels of nesting */
 
-/* ---------------------------------------------------------------- buffers */
-
-int ddb_buf_append(ddb_buf *b, const void *p, size_t n) {
-    if (n + 1 > b->cap - b->len || b->cap == 0) {
-        if (n > SIZE_MAX / 2 - b->len) return -1;
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (d == NULL) return -1;
-        b->data = d;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-int ddb_buf_puts(ddb_buf *b, const char *s) {
-    return ddb_buf_append(b, s, strlen(s));
-}
-
-int ddb_buf_json_string(ddb_buf *b, const char *s, size_t n) {
-    if (ddb_buf_append(b, "\"", 1) < 0) return -1;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            if (ddb_buf_append(b, esc, 2) < 0) return -1;
-        } else if (c < 0x20) {
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            if (ddb_buf_append(b, esc, 6) < 0) return -1;
-        } else if (ddb_buf_append(b, &s[i], 1) < 0) {
-            return -1;
-        }
-    }
-    return ddb_buf_append(b, "\"", 1);
-}
-
-void ddb_buf_free(ddb_buf *b) {
-    free(b->data);
-    *b = (ddb_buf){0};
-}
-
 /* ------------------------------------------------------------------ types */
 
 static ddb_type ddb_type_from_name(const char *s) {
@@ -135,7 +88,7 @@ typedef struct ddb_scan {
     size_t len;
     size_t pos;
     const ddb_types *types;
-    ddb_buf *out;
+    pbuf *out;
     char path[512]; /* the current value's dotted path */
     size_t path_len;
     char *errbuf;
@@ -225,16 +178,16 @@ static int ddb_skip(ddb_scan *sc, size_t *end) {
 }
 
 /* Appends n bytes: in place when they fit (the common case, once the
- * reused output buffer has grown), through ddb_buf_append otherwise. */
+ * reused output buffer has grown), through pbuf_append otherwise. */
 static inline int ddb_put(ddb_scan *sc, const char *p, size_t n) {
-    ddb_buf *b = sc->out;
+    pbuf *b = sc->out;
     if (b->cap - b->len > n) {
         memcpy(b->data + b->len, p, n);
         b->len += n;
         b->data[b->len] = '\0';
         return 0;
     }
-    if (ddb_buf_append(b, p, n) < 0) {
+    if (pbuf_append(b, p, n) < 0) {
         snprintf(sc->errbuf, sc->errlen, "out of memory");
         return -1;
     }
@@ -447,7 +400,7 @@ static int ddb_value(ddb_scan *sc, int depth) {
 }
 
 static void ddb_scan_init(ddb_scan *sc, const char *text, size_t len, const char *path,
-                          const ddb_types *types, ddb_buf *out, char *errbuf, size_t errlen) {
+                          const ddb_types *types, pbuf *out, char *errbuf, size_t errlen) {
     memset(sc, 0, sizeof(*sc));
     sc->s = text;
     sc->len = len;
@@ -464,15 +417,15 @@ static int ddb_trailing(ddb_scan *sc) {
 }
 
 int ddb_attr_value(const char *text, size_t len, const char *path, const ddb_types *types,
-                   ddb_buf *out, char *errbuf, size_t errlen) {
+                   pbuf *out, char *errbuf, size_t errlen) {
     ddb_scan sc;
     ddb_scan_init(&sc, text, len, path, types, out, errbuf, errlen);
     if (ddb_value(&sc, 0) < 0) return -1;
     return ddb_trailing(&sc);
 }
 
-int ddb_attr_map(const char *text, size_t len, const ddb_types *types, const char *extra,
-                 ddb_buf *out, char *errbuf, size_t errlen) {
+int ddb_attr_map(const char *text, size_t len, const ddb_types *types, const char *extra, pbuf *out,
+                 char *errbuf, size_t errlen) {
     ddb_scan sc;
     ddb_scan_init(&sc, text, len, NULL, types, out, errbuf, errlen);
     ddb_ws(&sc);

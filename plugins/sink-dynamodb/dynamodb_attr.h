@@ -17,19 +17,7 @@
 #define CONNECTD_SINK_DYNAMODB_ATTR_H
 
 #include <stddef.h>
-
-/* A growable byte buffer; owns `data` (NUL-terminated once non-empty). */
-typedef struct ddb_buf {
-    char *data;
-    size_t len;
-    size_t cap;
-} ddb_buf;
-
-int ddb_buf_append(ddb_buf *b, const void *p, size_t n);
-int ddb_buf_puts(ddb_buf *b, const char *s);
-/* Appends s (n bytes, any content) as a JSON string literal. */
-int ddb_buf_json_string(ddb_buf *b, const char *s, size_t n);
-void ddb_buf_free(ddb_buf *b);
+#include "buf.h"
 
 typedef enum ddb_type {
     DDB_T_AUTO = 0,
@@ -61,13 +49,13 @@ void ddb_types_free(ddb_types *t);
 /* Converts one JSON value (text[0..len)) to an AttributeValue appended to
  * out.  path is the dotted path of the value, for `types` (may be ""). */
 int ddb_attr_value(const char *text, size_t len, const char *path, const ddb_types *types,
-                   ddb_buf *out, char *errbuf, size_t errlen);
+                   pbuf *out, char *errbuf, size_t errlen);
 
 /* Converts a JSON object to an attribute map ({"name": AttributeValue, ...})
  * appended to out.  extra, when not NULL, is one more member's text
  * ("\"ttl\":{\"N\":\"1\"}") appended inside the braces. */
-int ddb_attr_map(const char *text, size_t len, const ddb_types *types, const char *extra,
-                 ddb_buf *out, char *errbuf, size_t errlen);
+int ddb_attr_map(const char *text, size_t len, const ddb_types *types, const char *extra, pbuf *out,
+                 char *errbuf, size_t errlen);
 
 /* Calls cb for each member of the JSON object text[0..len): name is the raw
  * JSON string token (quotes included), value the raw value text.  A non-zero

@@ -205,8 +205,8 @@ void ddb_conf_destroy(ddb_ctx *ctx) {
     for (size_t i = 0; i < 4; i++)
         if (ts[i] != NULL) h->template_free(ts[i]);
     h->buf_free(&ctx->render);
-    ddb_buf_free(&ctx->tmp);
-    ddb_buf_free(&ctx->tmp2);
+    pbuf_free(&ctx->tmp);
+    pbuf_free(&ctx->tmp2);
     ddb_types_free(&ctx->types);
     for (size_t i = 0; i < ctx->nkey_attrs; i++)
         free(ctx->key_attrs[i]);

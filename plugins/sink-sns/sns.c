@@ -178,9 +178,9 @@ static int sns_render(sns_ctx *ctx, const cd_template *t, const cd_record *rec, 
 }
 
 /* Appends "&name=value" (both encoded) to a record's parameters. */
-static int sns_frag(sns_buf *f, const char *name, const char *value, size_t vlen) {
-    if (sns_buf_append(f, "&", 1) < 0 || sns_form_encode(f, name, strlen(name)) < 0 ||
-        sns_buf_append(f, "=", 1) < 0 || sns_form_encode(f, value, vlen) < 0)
+static int sns_frag(pbuf *f, const char *name, const char *value, size_t vlen) {
+    if (pbuf_append(f, "&", 1) < 0 || sns_form_encode(f, name, strlen(name)) < 0 ||
+        pbuf_append(f, "=", 1) < 0 || sns_form_encode(f, value, vlen) < 0)
         return CD_ERR_NOMEM;
     return 0;
 }
@@ -197,7 +197,7 @@ static int sns_is_number(const char *s, size_t n) {
 static int sns_prepare(sns_batch *b, size_t i, const cd_record *rec, char *err, size_t errlen) {
     sns_ctx *ctx = b->ctx;
     sns_rec *r = &b->recs[i];
-    sns_buf *f = &b->frags;
+    pbuf *f = &b->frags;
     char terr[300];
     r->b = b;
     r->frag_off = f->len;
@@ -272,7 +272,7 @@ static int sns_prepare(sns_batch *b, size_t i, const cd_record *rec, char *err, 
         r->okey_off = b->strs.len;
         r->okey_len = ctx->render.len;
         r->has_okey = 1;
-        if (sns_buf_append(&b->strs, ctx->render.data, ctx->render.len) < 0) goto nomem;
+        if (pbuf_append(&b->strs, ctx->render.data, ctx->render.len) < 0) goto nomem;
         if (ctx->t_dedup_id != NULL) {
             if (sns_render(ctx, ctx->t_dedup_id, rec, terr, sizeof(terr)) < 0) {
                 snprintf(err, errlen, "message_deduplication_id: %s", terr);
@@ -291,7 +291,7 @@ static int sns_prepare(sns_batch *b, size_t i, const cd_record *rec, char *err, 
         r->okey_off = b->strs.len;
         r->okey_len = rec->key_len;
         r->has_okey = 1;
-        if (sns_buf_append(&b->strs, rec->key, rec->key_len) < 0) goto nomem;
+        if (pbuf_append(&b->strs, rec->key, rec->key_len) < 0) goto nomem;
     }
     if (ctx->dedupe_window_ms > 0) {
         if (sns_render(ctx, ctx->t_dedupe_key, rec, terr, sizeof(terr)) < 0) {
@@ -299,8 +299,8 @@ static int sns_prepare(sns_batch *b, size_t i, const cd_record *rec, char *err, 
             return CD_ERR_INVALID;
         }
         r->dkey_off = b->strs.len;
-        if (sns_buf_puts(&b->strs, ctx->dedupe_prefix) < 0 ||
-            sns_buf_append(&b->strs, ctx->render.data, ctx->render.len) < 0)
+        if (pbuf_puts(&b->strs, ctx->dedupe_prefix) < 0 ||
+            pbuf_append(&b->strs, ctx->render.data, ctx->render.len) < 0)
             goto nomem;
         r->dkey_len = b->strs.len - r->dkey_off;
         r->dedupe = 1;
@@ -513,17 +513,17 @@ static void sns_on_response(void *opaque, const cd_http_result *res) {
 /* Builds q's request body in ctx->body and sends it. */
 static void sns_req_send(sns_batch *b, sns_req *q) {
     sns_ctx *ctx = b->ctx;
-    sns_buf *body = &ctx->body;
+    pbuf *body = &ctx->body;
     body->len = 0;
     int rc = 0;
     q->batched = q->n > 1;
-    rc |= sns_buf_puts(body, q->batched ? "Action=PublishBatch" : "Action=Publish");
+    rc |= pbuf_puts(body, q->batched ? "Action=PublishBatch" : "Action=Publish");
     rc |= sns_form_param(body, NULL, "TopicArn", ctx->topic_arn, strlen(ctx->topic_arn));
     for (size_t k = 0; k < q->n && rc == 0; k++) {
         const sns_rec *r = &b->recs[q->idx[k]];
         const char *f = b->frags.data + r->frag_off;
         if (!q->batched) {
-            rc |= sns_buf_append(body, f, r->frag_len);
+            rc |= pbuf_append(body, f, r->frag_len);
             continue;
         }
         char prefix[64], id[32];
@@ -535,13 +535,13 @@ static void sns_req_send(sns_batch *b, sns_req *q) {
             const char *pair = f + p + 1;
             const char *next = memchr(pair, '&', r->frag_len - p - 1);
             size_t n = next ? (size_t)(next - pair) : r->frag_len - p - 1;
-            rc |= sns_buf_append(body, "&", 1);
-            rc |= sns_buf_puts(body, prefix);
-            rc |= sns_buf_append(body, pair, n);
+            rc |= pbuf_append(body, "&", 1);
+            rc |= pbuf_puts(body, prefix);
+            rc |= pbuf_append(body, pair, n);
             p += n + 1;
         }
     }
-    rc |= sns_buf_puts(body, "&Version=2010-03-31");
+    rc |= pbuf_puts(body, "&Version=2010-03-31");
     if (rc != 0) {
         for (size_t k = 0; k < q->n; k++)
             sns_report(b, q->idx[k], CD_RECORD_RETRY, 0, "out of memory");
@@ -624,8 +624,8 @@ static void sns_batch_free(sns_batch *b) {
     free(b->failed);
     free(b->order);
     free(b->sizes);
-    sns_buf_free(&b->frags);
-    sns_buf_free(&b->strs);
+    pbuf_free(&b->frags);
+    pbuf_free(&b->strs);
     free(b);
 }
 

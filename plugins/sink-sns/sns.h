@@ -24,6 +24,7 @@
 #define CONNECTD_SINK_SNS_H
 
 #include <connectd/plugin.h>
+#include "buf.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -37,26 +38,16 @@
 #define SNS_BATCH_MAX_ENTRIES 10
 #define SNS_BATCH_MAX_BYTES   ((size_t)262144)
 
-/* ---------------------------------------------------------------- buffers */
-typedef struct sns_buf {
-    char *data; /* NUL-terminated once anything was appended */
-    size_t len;
-    size_t cap;
-} sns_buf;
-
-int sns_buf_append(sns_buf *b, const void *p, size_t n);
-int sns_buf_puts(sns_buf *b, const char *s);
-void sns_buf_free(sns_buf *b);
+/* Buffers: pbuf (plugins/common/buf.h). */
 
 /* ------------------------------------------------------------ form (query)
  * application/x-www-form-urlencoded as AWS's query protocol wants it: every
  * byte but RFC 3986's unreserved ones (A-Z a-z 0-9 - . _ ~) as %XX. */
-int sns_form_encode(sns_buf *out, const char *s, size_t n);
+int sns_form_encode(pbuf *out, const char *s, size_t n);
 /* Appends "&" (unless out is empty), prefix, name, "=", the encoded value. */
-int sns_form_param(sns_buf *out, const char *prefix, const char *name, const char *value,
-                   size_t vlen);
+int sns_form_param(pbuf *out, const char *prefix, const char *name, const char *value, size_t vlen);
 /* Standard base64 (with padding) of n bytes. */
-int sns_base64(sns_buf *out, const void *p, size_t n);
+int sns_base64(pbuf *out, const void *p, size_t n);
 
 /* ------------------------------------------------------------ XML answers */
 typedef enum sns_xml_kind {
@@ -151,7 +142,7 @@ struct sns_batch {
     cd_batch *batch; /* borrowed; may be freed by the engine once remaining is 0 */
     size_t count;
     sns_rec *recs; /* owned, count entries */
-    sns_buf frags, strs;
+    pbuf frags, strs;
     uint32_t round, nrounds;
     size_t pending;   /* Redis commands and requests in flight */
     size_t remaining; /* records not reported */
@@ -199,7 +190,7 @@ struct sns_ctx {
     /* Scratch, reused per record / request. */
     sns_response *resp; /* owned: the answer being read */
     cd_buf render;
-    sns_buf tmp, body;
+    pbuf tmp, body;
 };
 
 /* sns_conf.c: options -> context (no I/O) and back. */

@@ -273,8 +273,8 @@ void sns_conf_destroy(sns_ctx *ctx) {
     free(ctx->attrs);
     free(ctx->resp);
     h->buf_free(&ctx->render);
-    sns_buf_free(&ctx->tmp);
-    sns_buf_free(&ctx->body);
+    pbuf_free(&ctx->tmp);
+    pbuf_free(&ctx->body);
     free(ctx->topic_arn);
     free(ctx->region);
     free(ctx->url);

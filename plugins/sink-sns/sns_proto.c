@@ -13,46 +13,12 @@
 #include <string.h>
 #include <strings.h>
 
-/* ---------------------------------------------------------------- buffers */
-
-/* Makes room for n more bytes and the NUL. */
-static int sns_buf_reserve(sns_buf *b, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (d == NULL) return CD_ERR_NOMEM;
-        b->data = d;
-        b->cap = cap;
-    }
-    return 0;
-}
-
-int sns_buf_append(sns_buf *b, const void *p, size_t n) {
-    if (sns_buf_reserve(b, n) < 0) return CD_ERR_NOMEM;
-    if (n) memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
-}
-
-int sns_buf_puts(sns_buf *b, const char *s) {
-    return sns_buf_append(b, s, strlen(s));
-}
-
-void sns_buf_free(sns_buf *b) {
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
-
 /* ------------------------------------------------------------------- form */
 
-int sns_form_encode(sns_buf *out, const char *s, size_t n) {
+int sns_form_encode(pbuf *out, const char *s, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
     /* Worst case every byte becomes %XX: reserve once. */
-    if (sns_buf_reserve(out, 3 * n) < 0) return CD_ERR_NOMEM;
+    if (pbuf_reserve(out, 3 * n) < 0) return CD_ERR_NOMEM;
     char *w = out->data + out->len;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -70,16 +36,16 @@ int sns_form_encode(sns_buf *out, const char *s, size_t n) {
     return 0;
 }
 
-int sns_form_param(sns_buf *out, const char *prefix, const char *name, const char *value,
+int sns_form_param(pbuf *out, const char *prefix, const char *name, const char *value,
                    size_t vlen) {
-    if ((out->len && sns_buf_append(out, "&", 1) < 0) ||
-        (prefix && sns_buf_puts(out, prefix) < 0) || sns_form_encode(out, name, strlen(name)) < 0 ||
-        sns_buf_append(out, "=", 1) < 0 || sns_form_encode(out, value, vlen) < 0)
+    if ((out->len && pbuf_append(out, "&", 1) < 0) || (prefix && pbuf_puts(out, prefix) < 0) ||
+        sns_form_encode(out, name, strlen(name)) < 0 || pbuf_append(out, "=", 1) < 0 ||
+        sns_form_encode(out, value, vlen) < 0)
         return CD_ERR_NOMEM;
     return 0;
 }
 
-int sns_base64(sns_buf *out, const void *p, size_t n) {
+int sns_base64(pbuf *out, const void *p, size_t n) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const unsigned char *s = p;
     char q[4];
@@ -91,9 +57,9 @@ int sns_base64(sns_buf *out, const void *p, size_t n) {
         q[1] = tab[(v >> 12) & 63];
         q[2] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
         q[3] = i + 2 < n ? tab[v & 63] : '=';
-        if (sns_buf_append(out, q, 4) < 0) return CD_ERR_NOMEM;
+        if (pbuf_append(out, q, 4) < 0) return CD_ERR_NOMEM;
     }
-    return sns_buf_append(out, "", 0);
+    return pbuf_append(out, "", 0);
 }
 
 /* -------------------------------------------------------------------- XML

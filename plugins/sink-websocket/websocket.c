@@ -202,7 +202,7 @@ static int ws_render_customer(ws_ctx *ctx, ws_op *op, const cd_record *rec) {
         return -1;
     }
     ctx->cust.len = 0;
-    if (ws_buf_append(&ctx->cust, ctx->render.data, ctx->render.len) < 0) {
+    if (pbuf_append(&ctx->cust, ctx->render.data, ctx->render.len) < 0) {
         ws_op_fail(op, CD_RECORD_RETRY, 0, "out of memory");
         return -1;
     }
@@ -225,17 +225,17 @@ static int ws_render_message(ws_ctx *ctx, ws_op *op, const cd_record *rec) {
         return -1;
     }
     ctx->msg.len = 0;
-    if (ws_buf_append(&ctx->msg, ctx->render.data, ctx->render.len) < 0) {
+    if (pbuf_append(&ctx->msg, ctx->render.data, ctx->render.len) < 0) {
         ws_op_fail(op, CD_RECORD_RETRY, 0, "out of memory");
         return -1;
     }
     return 0;
 }
 
-static int ws_key(ws_buf *b, const char *prefix, const char *kind, const char *id, size_t n) {
+static int ws_key(pbuf *b, const char *prefix, const char *kind, const char *id, size_t n) {
     b->len = 0;
-    return ws_buf_append(b, prefix, strlen(prefix)) || ws_buf_append(b, kind, strlen(kind)) ||
-                   ws_buf_append(b, id, n)
+    return pbuf_append(b, prefix, strlen(prefix)) || pbuf_append(b, kind, strlen(kind)) ||
+                   pbuf_append(b, id, n)
                ? CD_ERR_NOMEM
                : 0;
 }

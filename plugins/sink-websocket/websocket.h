@@ -29,6 +29,7 @@
 #define CONNECTD_SINK_WEBSOCKET_H
 
 #include <connectd/plugin.h>
+#include "buf.h"
 
 #include "jwt_verify.h"
 
@@ -57,32 +58,18 @@
 
 #define WS_REASON_MAX 256
 
-/* ------------------------------------------------------------ buffers */
-
-/* A growable byte buffer, reused across records; owns data. */
-typedef struct ws_buf {
-    char *data;
-    size_t len;
-    size_t cap;
-} ws_buf;
-
-int ws_buf_reserve(ws_buf *b, size_t extra);
-int ws_buf_append(ws_buf *b, const void *p, size_t n);
-void ws_buf_free(ws_buf *b);
+/* Buffers: pbuf (plugins/common/buf.h). */
 
 /* ------------------------------------------------- websocket_json.c */
 
 /* Writes `json` (a compact JSON object, as templates render) into out with
  * "seq":seq inserted as its first member: {"seq":7,"type":...}.  Returns 0,
  * or CD_ERR_INVALID when json is not an object, CD_ERR_NOMEM. */
-int ws_json_insert_seq(ws_buf *out, const char *json, size_t len, uint64_t seq);
+int ws_json_insert_seq(pbuf *out, const char *json, size_t len, uint64_t seq);
 
 /* Reads the seq a message starts with ({"seq":N...).  Returns 0 and *seq,
  * or CD_ERR_INVALID. */
 int ws_json_seq(const char *msg, size_t len, uint64_t *seq);
-
-/* Appends s[0..n) as a JSON string (quotes included). */
-int ws_json_string(ws_buf *out, const char *s, size_t n);
 
 /* Checks an RFC 6901 pointer for use inside a template reference: "" or
  * starting with '/', and without "}" or ":-" (which end a reference). */
@@ -181,10 +168,10 @@ struct ws_ctx {
 
     /* Scratch, reused per record. */
     cd_buf render;
-    ws_buf cust;
-    ws_buf msg;
-    ws_buf key1, key2, key3;
-    ws_buf url; /* API Gateway: the @connections URL being called */
+    pbuf cust;
+    pbuf msg;
+    pbuf key1, key2, key3;
+    pbuf url; /* API Gateway: the @connections URL being called */
 
     /* Metrics (owned by the engine; NULL with a host without them). */
     cd_metric *m_pushes;

@@ -82,14 +82,14 @@ static void ws_apigw_on_post(void *opaque, const cd_http_result *res) {
     ws_apigw_rec_done(rec);
 }
 
-static int ws_apigw_url(ws_buf *u, const ws_ctx *ctx, const char *id, size_t n) {
+static int ws_apigw_url(pbuf *u, const ws_ctx *ctx, const char *id, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
     u->len = 0;
-    if (ws_buf_append(u, ctx->endpoint, strlen(ctx->endpoint)) < 0) return CD_ERR_NOMEM;
+    if (pbuf_append(u, ctx->endpoint, strlen(ctx->endpoint)) < 0) return CD_ERR_NOMEM;
     if (*ctx->stage &&
-        (ws_buf_append(u, "/", 1) < 0 || ws_buf_append(u, ctx->stage, strlen(ctx->stage)) < 0))
+        (pbuf_append(u, "/", 1) < 0 || pbuf_append(u, ctx->stage, strlen(ctx->stage)) < 0))
         return CD_ERR_NOMEM;
-    if (ws_buf_append(u, "/@connections/", 14) < 0 || ws_buf_reserve(u, n * 3 + 1) < 0)
+    if (pbuf_append(u, "/@connections/", 14) < 0 || pbuf_reserve(u, n * 3 + 1) < 0)
         return CD_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)id[i];
@@ -116,7 +116,7 @@ static void ws_apigw_on_members(void *opaque, const cd_redis_reply *reply) {
         ws_apigw_rec_done(rec);
         return;
     }
-    ws_buf *url = &ctx->url; /* http_call copies the call */
+    pbuf *url = &ctx->url; /* http_call copies the call */
     static const char *const headers[] = {"Content-Type: application/json", NULL};
     for (size_t i = 0; reply->type == CD_REDIS_ARRAY && i < reply->elements; i++) {
         const cd_redis_reply *e = &reply->element[i];

@@ -181,11 +181,11 @@ void ws_conf_destroy(ws_ctx *ctx) {
     free(ctx->stage);
     free(ctx->region);
     ws_server_opts_free(&ctx->opts);
-    ws_buf_free(&ctx->cust);
-    ws_buf_free(&ctx->msg);
-    ws_buf_free(&ctx->key1);
-    ws_buf_free(&ctx->key2);
-    ws_buf_free(&ctx->key3);
-    ws_buf_free(&ctx->url);
+    pbuf_free(&ctx->cust);
+    pbuf_free(&ctx->msg);
+    pbuf_free(&ctx->key1);
+    pbuf_free(&ctx->key2);
+    pbuf_free(&ctx->key3);
+    pbuf_free(&ctx->url);
     free(ctx);
 }

@@ -53,7 +53,7 @@ typedef struct ws_held {
 
 typedef struct ws_slot {
     uint64_t seq;
-    ws_buf msg;
+    pbuf msg;
 } ws_slot;
 
 struct ws_customer {
@@ -118,7 +118,7 @@ struct ws_server {
     cd_done_cb closed_cb;
     void *closed_opaque;
     uint64_t delivered, slow, auth_failures; /* totals, for an owner handover */
-    ws_buf scratch;                          /* in-process push without a ring */
+    pbuf scratch;                            /* in-process push without a ring */
 };
 
 /* The process-wide table.  Everything runs on the engine's loop thread. */
@@ -243,7 +243,7 @@ static void ws_customer_free(ws_customer *c) {
     ws_server *srv = c->srv;
     if (c->sub) srv->host->redis_unsubscribe(c->sub);
     for (size_t i = 0; c->ring && i < srv->opts.replay_size; i++)
-        ws_buf_free(&c->ring[i].msg);
+        pbuf_free(&c->ring[i].msg);
     free(c->ring);
     free(c->id);
     free(c);
@@ -357,17 +357,17 @@ static void ws_conn_close(ws_conn *c, uint16_t code, const char *reason) {
  * the seq its replay starts after (resumeFrom: since, the counter without
  * since, 0 when the counter started again). */
 static void ws_conn_hello(ws_conn *c, uint64_t current) {
-    ws_buf *b = &c->srv->scratch;
+    pbuf *b = &c->srv->scratch;
     char tail[96];
     b->len = 0;
     c->hello_sent = 1;
     int n = snprintf(tail, sizeof(tail), ",\"lastSeq\":%" PRIu64 ",\"resumeFrom\":%" PRIu64 "}",
                      current, c->last_sent);
-    if (ws_buf_append(b, "{\"type\":\"connectd.hello\",\"connectionId\":", 40) < 0 ||
-        ws_json_string(b, c->id, strlen(c->id)) < 0 ||
-        ws_buf_append(b, ",\"customerId\":", 14) < 0 ||
-        ws_json_string(b, c->cust->id, c->cust->id_len) < 0 ||
-        ws_buf_append(b, tail, (size_t)n) < 0) {
+    if (pbuf_append(b, "{\"type\":\"connectd.hello\",\"connectionId\":", 40) < 0 ||
+        pbuf_json_string(b, c->id, strlen(c->id)) < 0 ||
+        pbuf_append(b, ",\"customerId\":", 14) < 0 ||
+        pbuf_json_string(b, c->cust->id, c->cust->id_len) < 0 ||
+        pbuf_append(b, tail, (size_t)n) < 0) {
         ws_conn_close(c, 1011, "out of memory");
         return;
     }
@@ -700,12 +700,12 @@ static void ws_on_tick(uv_timer_t *t) {
 
 static void ws_respond_json(ws_server *srv, cd_http_request *req, int status, const char *error,
                             const char *const *headers) {
-    ws_buf b = {0};
-    int ok = ws_buf_append(&b, "{\"error\":", 9) == 0 &&
-             ws_json_string(&b, error, strlen(error)) == 0 && ws_buf_append(&b, "}", 1) == 0;
+    pbuf b = {0};
+    int ok = pbuf_append(&b, "{\"error\":", 9) == 0 &&
+             pbuf_json_string(&b, error, strlen(error)) == 0 && pbuf_append(&b, "}", 1) == 0;
     srv->host->http_respond(req, status, "application/json", ok ? b.data : "{}", ok ? b.len : 2,
                             headers);
-    ws_buf_free(&b);
+    pbuf_free(&b);
 }
 
 /* Sec-WebSocket-Accept for key (RFC 6455 section 4.2.2). */
@@ -906,7 +906,7 @@ int ws_server_push_local(ws_server *srv, const char *cust, size_t cust_len, cons
                          size_t len, uint64_t *seq) {
     ws_customer *cu = ws_customer_get(srv, cust, cust_len);
     if (cu == NULL) return CD_ERR_NOMEM;
-    ws_buf *out = &srv->scratch;
+    pbuf *out = &srv->scratch;
     uint64_t n = cu->seq + 1;
     size_t size = srv->opts.replay_size;
     if (size) {
@@ -941,7 +941,7 @@ static void ws_server_free(ws_server *srv) {
         }
     }
     free(srv->buckets);
-    ws_buf_free(&srv->scratch);
+    pbuf_free(&srv->scratch);
     ws_server_opts_free(&srv->opts);
     free(srv);
 }

@@ -263,51 +263,27 @@ static json_t *http_event_result(const http_pending *p, const http_event *ev) {
     return o;
 }
 
-/* Appends s as a JSON string (quotes included) at o, which has room for
- * 6 bytes per byte of s plus 2; returns the bytes written.  Escapes what
- * jansson's compact output escapes: '"', '\\' and control characters. */
-static size_t http_json_str(char *o, const char *s) {
-    static const char hex[] = "0123456789abcdef";
-    char *w = o;
-    *w++ = '"';
-    for (const unsigned char *u = (const unsigned char *)s; *u; u++) {
-        if (*u == '"' || *u == '\\') {
-            *w++ = '\\';
-            *w++ = (char)*u;
-        } else if (*u < 0x20) {
-            memcpy(w, "\\u00", 4);
-            w[4] = hex[*u >> 4];
-            w[5] = hex[*u & 15];
-            w += 6;
-        } else {
-            *w++ = (char)*u;
-        }
-    }
-    *w++ = '"';
-    return (size_t)(w - o);
-}
-
 /* The answer to one stored event, {"topic":..,"partition":..,"offset":..,
  * "eventId":..} as http_event_result + http_send_json would write it,
  * without a jansson tree and its dozen allocations per request.  Returns
- * -1 (nothing sent) when it does not fit the stack buffer. */
+ * -1 (nothing sent) when memory runs out. */
 static int http_send_stored(http_ctx *ctx, http_pending *p, const http_event *ev) {
-    char buf[4096];
-    const char *topic = p->topic->name, *id = ev->event_id ? ev->event_id : "";
-    size_t tl = strlen(topic), il = strlen(id);
-    if (tl > 250 || il > 128) return -1; /* 6 x (250 + 128) + 4 quotes + 80 < 4096 */
-    size_t n = 0;
-    memcpy(buf, "{\"topic\":", 9);
-    n = 9;
-    n += http_json_str(buf + n, topic);
-    n += (size_t)snprintf(buf + n, sizeof(buf) - n,
-                          ",\"partition\":%d,\"offset\":%lld,\"eventId\":", (int)ev->partition,
-                          (long long)ev->offset);
-    n += http_json_str(buf + n, id);
-    buf[n++] = '}';
+    pbuf *b = &ctx->answer;
+    const char *id = ev->event_id ? ev->event_id : "";
+    char nums[80];
+    int nl = snprintf(nums, sizeof(nums),
+                      ",\"partition\":%d,\"offset\":%lld,\"eventId\":", (int)ev->partition,
+                      (long long)ev->offset);
+    b->len = 0;
+    if (pbuf_append(b, "{\"topic\":", 9) < 0 ||
+        pbuf_json_string(b, p->topic->name, strlen(p->topic->name)) < 0 ||
+        pbuf_append(b, nums, (size_t)nl) < 0 || pbuf_json_string(b, id, strlen(id)) < 0 ||
+        pbuf_append(b, "}", 1) < 0)
+        return -1;
     static const char *const headers[] = {"Cache-Control: no-store", NULL};
-    if (ctx->host->http_respond(p->req, 202, "application/json", buf, n, headers) < 0) return -1;
-    return 0;
+    return ctx->host->http_respond(p->req, 202, "application/json", b->data, b->len, headers) < 0
+               ? -1
+               : 0;
 }
 
 static void http_pending_free(http_pending *p) {

@@ -24,6 +24,7 @@
 
 #include <connectd/plugin.h>
 
+#include "buf.h"
 #include "jwt_verify.h"
 
 #include <jansson.h>
@@ -227,6 +228,7 @@ struct http_ctx {
     http_list draining; /* answered, delivery reports still due */
 
     /* Scratch: the record value when an eventId is inserted. */
+    pbuf answer; /* the answer to a stored event, reused */
     char *scratch;
     size_t scratch_cap;
 

@@ -234,5 +234,6 @@ void http_conf_destroy(http_ctx *ctx) {
     free(ctx->listen);
     free(ctx->ws_prefix);
     free(ctx->scratch);
+    pbuf_free(&ctx->answer);
     free(ctx);
 }

@@ -6,6 +6,7 @@
  * integration tests of both sinks.
  */
 #include <criterion/criterion.h>
+#include <jansson.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "aws_conf.h"
 #include "aws_error.h"
+#include "buf.h"
 
 static cd_outcome json_err(int status, const char *body, const char *retry_after, aws_error *e) {
     cd_http_result res = {
@@ -466,4 +468,27 @@ Test(aws_conf, bad_endpoints_and_missing_regions_are_refused_naming_the_option) 
     cr_assert_eq(endpoint(NULL, NULL, "", &r, &url, err, sizeof(err)), CD_ERR_INVALID);
     cr_assert_str_eq(err, "region: the topic ARN names none; set region");
     cr_assert_eq(endpoint("", NULL, NULL, &r, &url, err, sizeof(err)), CD_ERR_INVALID);
+}
+
+/* ------------------------------------------------------------------ pbuf */
+
+Test(pbuf, grows_keeps_a_nul_and_writes_json_strings_as_jansson_does) {
+    pbuf b = {0};
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq(pbuf_puts(&b, "0123456789"), 0);
+    cr_assert_eq(b.len, 10000);
+    cr_assert_eq(b.data[b.len], '\0');
+    cr_assert_gt(b.cap, b.len);
+    b.len = 0;
+    static const char raw[] = "a\"b\\c\x01\x1f\n/\xc3\xa9";
+    cr_assert_eq(pbuf_json_string(&b, raw, sizeof(raw) - 1), 0);
+    cr_assert_str_eq(b.data, "\"a\\\"b\\\\c\\u0001\\u001f\\u000a/\xc3\xa9\"");
+    json_t *j = json_loads(b.data, JSON_DECODE_ANY, NULL);
+    cr_assert_not_null(j, "%s", b.data);
+    cr_assert_str_eq(json_string_value(j), raw);
+    json_decref(j);
+    cr_assert_eq(pbuf_append(&b, NULL, 0), 0);
+    pbuf_free(&b);
+    cr_assert_null(b.data);
+    cr_assert_eq(b.len, 0);
 }

@@ -13,11 +13,11 @@ static char *map(const char *json, const char *types_json, const char *extra) {
     ddb_types t = {0};
     char err[256];
     cr_assert_eq(ddb_types_parse(types_json, &t, err, sizeof(err)), 0, "%s", err);
-    ddb_buf out = {0};
+    pbuf out = {0};
     int rc = ddb_attr_map(json, strlen(json), &t, extra, &out, err, sizeof(err));
     ddb_types_free(&t);
     if (rc < 0) {
-        ddb_buf_free(&out);
+        pbuf_free(&out);
         return strdup(err);
     }
     return out.data;

@@ -31,7 +31,7 @@
 /* ------------------------------------------------------------ form encoding */
 
 static char *enc(const char *s) {
-    sns_buf b = {0};
+    pbuf b = {0};
     cr_assert_eq(sns_form_encode(&b, s, strlen(s)), 0);
     if (b.data == NULL) return strdup("");
     return b.data;
@@ -53,23 +53,23 @@ Test(sns_form, unreserved_bytes_stay_everything_else_is_percent_encoded) {
 }
 
 Test(sns_form, params_are_joined_with_ampersands_and_prefixed) {
-    sns_buf b = {0};
+    pbuf b = {0};
     cr_assert_eq(sns_form_param(&b, NULL, "Action", "Publish", 7), 0);
     cr_assert_eq(
         sns_form_param(&b, "PublishBatchRequestEntries.member.1.", "Message", "{\"a\":1}", 7), 0);
     cr_assert_str_eq(
         b.data, "Action=Publish&PublishBatchRequestEntries.member.1.Message=%7B%22a%22%3A1%7D");
-    sns_buf_free(&b);
+    pbuf_free(&b);
 }
 
 Test(sns_form, base64_pads_like_rfc_4648) {
     const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
     const char *want[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (size_t i = 0; i < 7; i++) {
-        sns_buf b = {0};
+        pbuf b = {0};
         cr_assert_eq(sns_base64(&b, in[i], strlen(in[i])), 0);
         cr_assert_str_eq(b.data, want[i]);
-        sns_buf_free(&b);
+        pbuf_free(&b);
     }
 }
 
@@ -164,33 +164,33 @@ Test(sns_xml, malformed_or_foreign_bodies_are_errors_not_crashes) {
         cr_assert(strncmp(err, "XML: ", 5) == 0, "#%zu: %s", i, err);
     }
     /* Deep nesting, a huge text and too many members are read safely. */
-    sns_buf b = {0};
+    pbuf b = {0};
     for (int i = 0; i < 5000; i++)
-        sns_buf_puts(&b, "<a>");
+        pbuf_puts(&b, "<a>");
     for (int i = 0; i < 5000; i++)
-        sns_buf_puts(&b, "</a>");
+        pbuf_puts(&b, "</a>");
     sns_response r;
     char err[200];
     cr_assert_lt(sns_xml_parse(b.data, b.len, &r, err, sizeof(err)), 0); /* not an SNS answer */
     b.len = 0;
-    sns_buf_puts(&b, "<ErrorResponse><Error><Code>");
+    pbuf_puts(&b, "<ErrorResponse><Error><Code>");
     for (int i = 0; i < 100000; i++)
-        sns_buf_puts(&b, "Z");
-    sns_buf_puts(&b, "</Code></Error></ErrorResponse>");
+        pbuf_puts(&b, "Z");
+    pbuf_puts(&b, "</Code></Error></ErrorResponse>");
     cr_assert_eq(sns_xml_parse(b.data, b.len, &r, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(r.kind, SNS_XML_ERROR);
     b.len = 0;
-    sns_buf_puts(&b, "<PublishBatchResponse><PublishBatchResult><Successful>");
+    pbuf_puts(&b, "<PublishBatchResponse><PublishBatchResult><Successful>");
     for (int i = 0; i < 40; i++) {
         char m[80];
         snprintf(m, sizeof(m), "<member><Id>r%d</Id><MessageId>m</MessageId></member>", i);
-        sns_buf_puts(&b, m);
+        pbuf_puts(&b, m);
     }
-    sns_buf_puts(&b, "</Successful></PublishBatchResult></PublishBatchResponse>");
+    pbuf_puts(&b, "</Successful></PublishBatchResult></PublishBatchResponse>");
     cr_assert_eq(sns_xml_parse(b.data, b.len, &r, err, sizeof(err)), 0, "%s", err);
     cr_assert_eq(r.nentries, SNS_XML_MAX_ENTRIES);
     cr_assert_eq(r.extra_entries, 40 - SNS_XML_MAX_ENTRIES);
-    sns_buf_free(&b);
+    pbuf_free(&b);
 }
 
 /* ------------------------------------------------------- classification */
@@ -596,15 +596,15 @@ static size_t count_of(const char *s, const char *needle) {
 
 /* A PublishBatch answer: every Id of the request successful. */
 static char *batch_ok_for(const char *body) {
-    sns_buf b = {0};
-    sns_buf_puts(&b, "<PublishBatchResponse><PublishBatchResult><Successful>");
+    pbuf b = {0};
+    pbuf_puts(&b, "<PublishBatchResponse><PublishBatchResult><Successful>");
     for (const char *p = strstr(body, ".Id=r"); p; p = strstr(p + 1, ".Id=r")) {
         char m[96];
         snprintf(m, sizeof(m), "<member><Id>r%d</Id><MessageId>m</MessageId></member>",
                  atoi(p + 5));
-        sns_buf_puts(&b, m);
+        pbuf_puts(&b, m);
     }
-    sns_buf_puts(&b, "</Successful></PublishBatchResult></PublishBatchResponse>");
+    pbuf_puts(&b, "</Successful></PublishBatchResult></PublishBatchResponse>");
     return b.data;
 }
 

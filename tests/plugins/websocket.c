@@ -147,10 +147,10 @@ Test(websocket_jwt, the_token_comes_from_bearer_then_the_query) {
 /* ---------------------------------------------------------------- seq */
 
 static char *with_seq(const char *json, uint64_t seq) {
-    ws_buf b = {0};
+    pbuf b = {0};
     int r = ws_json_insert_seq(&b, json, strlen(json), seq);
     if (r < 0) {
-        ws_buf_free(&b);
+        pbuf_free(&b);
         return NULL;
     }
     return b.data;
@@ -191,10 +191,10 @@ Test(websocket_json, seq_is_read_back_from_a_message) {
 }
 
 Test(websocket_json, strings_are_escaped_and_pointers_checked) {
-    ws_buf b = {0};
-    cr_assert_eq(ws_json_string(&b, "a\"b\\c\n", 6), 0);
+    pbuf b = {0};
+    cr_assert_eq(pbuf_json_string(&b, "a\"b\\c\n", 6), 0);
     cr_assert_str_eq(b.data, "\"a\\\"b\\\\c\\u000a\"");
-    ws_buf_free(&b);
+    pbuf_free(&b);
     cr_assert(ws_json_pointer_ok("/customerId"));
     cr_assert(ws_json_pointer_ok("/a~1b/~0c"));
     cr_assert_not(ws_json_pointer_ok("customerId"));
