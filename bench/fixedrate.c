@@ -9,12 +9,11 @@
  *   bench-fixedrate HOST PORT PATH RATE SECONDS CONNECTIONS EVENTS_FILE
  *
  * Each connection is keep-alive and carries one request at a time (no
- * pipelining); free connections are used in turn (first in, first out).  EVENTS_FILE holds one JSON event per line, posted in turn as
- * application/json.  Prints, like bench/ingest.lua:
- *   COUNT s202 N / s503 / s4xx / sother / ev202 / ev503 / ev400 / requests /
- *   duration_us / late_sends (requests sent > 1 ms after due) / errors_*
- *   LAT p50|p90|p99|p99.9|max|mean MICROSECONDS
- * Exit status 0 unless it could not run at all. */
+ * pipelining); free connections are used in turn (first in, first out).  EVENTS_FILE holds one JSON
+ * event per line, posted in turn as application/json.  Prints, like bench/ingest.lua: COUNT s202 N
+ * / s503 / s4xx / sother / ev202 / ev503 / ev400 / requests / duration_us / late_sends (requests
+ * sent > 1 ms after due) / errors_* LAT p50|p90|p99|p99.9|max|mean MICROSECONDS Exit status 0
+ * unless it could not run at all. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -119,7 +118,10 @@ int main(int argc, char **argv) {
 
     /* Requests, built once. */
     FILE *f = fopen(argv[7], "r");
-    if (!f) { perror(argv[7]); return 2; }
+    if (!f) {
+        perror(argv[7]);
+        return 2;
+    }
     size_t nreq = 0, cap = 0;
     char **reqs = NULL;
     size_t *reqlen = NULL;
@@ -127,7 +129,8 @@ int main(int argc, char **argv) {
     size_t lcap = 0;
     ssize_t ll;
     while ((ll = getline(&line, &lcap, f)) > 0) {
-        while (ll > 0 && (line[ll - 1] == '\n' || line[ll - 1] == '\r')) line[--ll] = 0;
+        while (ll > 0 && (line[ll - 1] == '\n' || line[ll - 1] == '\r'))
+            line[--ll] = 0;
         if (!ll) continue;
         if (nreq == cap) {
             cap = cap ? cap * 2 : 1024;
@@ -136,13 +139,18 @@ int main(int argc, char **argv) {
         }
         size_t sz = (size_t)ll + strlen(path) + strlen(host) + 200;
         reqs[nreq] = malloc(sz);
-        reqlen[nreq] = (size_t)snprintf(reqs[nreq], sz,
-            "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-            "Content-Length: %zd\r\n\r\n%s", path, host, port, ll, line);
+        reqlen[nreq] =
+            (size_t)snprintf(reqs[nreq], sz,
+                             "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                             "Content-Length: %zd\r\n\r\n%s",
+                             path, host, port, ll, line);
         nreq++;
     }
     fclose(f);
-    if (!nreq) { fprintf(stderr, "no events in %s\n", argv[7]); return 2; }
+    if (!nreq) {
+        fprintf(stderr, "no events in %s\n", argv[7]);
+        return 2;
+    }
 
     uint64_t total = (uint64_t)(rate * secs);
     uint64_t *lat = calloc(total ? total : 1, sizeof *lat);
@@ -150,13 +158,17 @@ int main(int argc, char **argv) {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; i < nconn; i++) {
         conns[i].fd = open_conn(host, port);
-        if (conns[i].fd < 0) { perror("connect"); return 2; }
+        if (conns[i].fd < 0) {
+            perror("connect");
+            return 2;
+        }
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
     }
     idle_q = malloc((size_t)nconn * sizeof *idle_q);
     idle_cap = nconn;
-    for (int i = 0; i < nconn; i++) push_idle(conns, i);
+    for (int i = 0; i < nconn; i++)
+        push_idle(conns, i);
 
     uint64_t s202 = 0, s503 = 0, s4xx = 0, sother = 0, nlat = 0, late = 0;
     uint64_t err_read = 0, err_write = 0, err_timeout = 0, closed = 0, unsolicited = 0;
@@ -168,7 +180,10 @@ int main(int argc, char **argv) {
 
     while (answered + err_read + err_write < total) {
         uint64_t now = now_ns();
-        if (now > deadline) { err_timeout = total - answered - err_read - err_write; break; }
+        if (now > deadline) {
+            err_timeout = total - answered - err_read - err_write;
+            break;
+        }
         /* Send every request that is due, while a connection is free. */
         while (sent < total && nidle > 0) {
             uint64_t due = t0 + (uint64_t)((double)sent * interval);
@@ -203,7 +218,10 @@ int main(int argc, char **argv) {
             to.tv_nsec = 100000000; /* all busy (or all sent): wait for answers */
         }
         int n = epoll_pwait2(ep, evs, 256, &to, NULL);
-        if (n < 0 && errno != EINTR) { perror("epoll_pwait2"); return 2; }
+        if (n < 0 && errno != EINTR) {
+            perror("epoll_pwait2");
+            return 2;
+        }
         for (int k = 0; k < n; k++) {
             int i = (int)evs[k].data.u32;
             conn_t *c = &conns[i];
@@ -238,10 +256,14 @@ int main(int argc, char **argv) {
             {
                 lat[nlat++] = t - c->due_ns;
                 answered++;
-                if (status == 202) s202++;
-                else if (status == 503) s503++;
-                else if (status >= 400 && status < 500) s4xx++;
-                else sother++;
+                if (status == 202)
+                    s202++;
+                else if (status == 503)
+                    s503++;
+                else if (status >= 400 && status < 500)
+                    s4xx++;
+                else
+                    sother++;
             }
             c->busy = 0;
             c->len = 0;
@@ -251,15 +273,16 @@ int main(int argc, char **argv) {
     uint64_t dur = now_ns() - t0;
     qsort(lat, nlat, sizeof *lat, cmp_u64);
     double sum = 0;
-    for (uint64_t i = 0; i < nlat; i++) sum += (double)lat[i];
+    for (uint64_t i = 0; i < nlat; i++)
+        sum += (double)lat[i];
     printf("COUNT s202 %llu\nCOUNT s503 %llu\nCOUNT s4xx %llu\nCOUNT sother %llu\n",
            (unsigned long long)s202, (unsigned long long)s503, (unsigned long long)s4xx,
            (unsigned long long)sother);
     printf("COUNT ev202 %llu\nCOUNT ev503 %llu\nCOUNT ev400 %llu\n", (unsigned long long)s202,
            (unsigned long long)s503, 0ull);
     printf("COUNT requests %llu\nCOUNT sent %llu\nCOUNT duration_us %llu\nCOUNT late_sends %llu\n",
-           (unsigned long long)answered, (unsigned long long)sent,
-           (unsigned long long)(dur / 1000), (unsigned long long)late);
+           (unsigned long long)answered, (unsigned long long)sent, (unsigned long long)(dur / 1000),
+           (unsigned long long)late);
     printf("COUNT errors_read %llu\nCOUNT errors_write %llu\nCOUNT errors_timeout %llu\n",
            (unsigned long long)err_read, (unsigned long long)err_write,
            (unsigned long long)err_timeout);
