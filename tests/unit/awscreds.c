@@ -22,7 +22,6 @@
 #include <unistd.h>
 #include "pyserver.h"
 
-
 #define AUTH_TOKEN "Bearer c0nta1ner-t0ken/with+chars="
 
 /* ------------------------------------------------------------ the server */

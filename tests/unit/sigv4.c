@@ -28,7 +28,6 @@
 #include <unistd.h>
 #include "pyserver.h"
 
-
 #define AKID       "AKIDEXAMPLE"
 #define SECRET     "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 #define SUITE_TIME ((time_t)1440938160) /* 20150830T123600Z */
