@@ -119,10 +119,18 @@ static void ddb_batch_run(ddb_batch *b);
 
 /* -------------------------------------------------------------- reporting */
 
+static const char *ddb_rec_body(const ddb_batch *b, const ddb_rec *r) {
+    return b->arena.data + r->body_off;
+}
+
+static int ddb_same_key(const ddb_batch *b, const ddb_rec *r, const ddb_rec *o) {
+    return o->dkey_len == r->dkey_len &&
+           memcmp(b->arena.data + o->dkey_off, b->arena.data + r->dkey_off, r->dkey_len) == 0;
+}
+
 static int ddb_key_failed(const ddb_batch *b, const ddb_rec *r) {
     for (size_t i = 0; i < b->nfailed; i++)
-        if (b->failed_len[i] == r->dkey_len && memcmp(b->failed[i], r->dkey, r->dkey_len) == 0)
-            return 1;
+        if (ddb_same_key(b, r, &b->recs[b->failed[i]])) return 1;
     return 0;
 }
 
@@ -133,10 +141,9 @@ static void ddb_report(ddb_batch *b, size_t i, cd_outcome o, int64_t hint, const
     ddb_rec *r = &b->recs[i];
     if (r->done) return;
     r->done = 1;
-    if (o == CD_RECORD_RETRY && r->dkey != NULL && !ddb_key_failed(b, r)) {
+    if (o == CD_RECORD_RETRY && r->has_dkey && !ddb_key_failed(b, r)) {
         /* Later records of this key in the batch must not overtake it. */
-        b->failed[b->nfailed] = r->dkey;
-        b->failed_len[b->nfailed++] = r->dkey_len;
+        b->failed[b->nfailed++] = i;
     }
     if (o == CD_RECORD_RETRY && b->ctx->m_retries) b->ctx->host->metric_add(b->ctx->m_retries, 1);
     b->remaining--;
@@ -207,39 +214,38 @@ static int ddb_on_cond_value(void *opaque, const char *name, size_t nlen, const 
     return 0;
 }
 
-/* Collects the key attributes of a rendered item into the key identity. */
+/* Collects the key attributes of an item into the key identity, called by
+ * ddb_attr_map for each top-level member.  Returns 1 (stop) with x->rc set
+ * when out of memory. */
 static int ddb_on_key_member(void *opaque, const char *name, size_t nlen, const char *value,
                              size_t vlen) {
     ddb_expr *x = opaque;
     for (size_t i = 0; i < x->ctx->nkey_attrs; i++) {
         const char *a = x->ctx->key_attrs[i];
-        if (strlen(a) == nlen - 2 && memcmp(a, name + 1, nlen - 2) == 0) {
+        if (x->ctx->key_attr_len[i] == nlen - 2 && memcmp(a, name + 1, nlen - 2) == 0) {
             if (pbuf_append(x->dkey, name, nlen) < 0 || pbuf_puts(x->dkey, "=") < 0 ||
-                pbuf_append(x->dkey, value, vlen) < 0 || pbuf_puts(x->dkey, "\x1f") < 0)
-                return CD_ERR_NOMEM;
+                pbuf_append(x->dkey, value, vlen) < 0 || pbuf_puts(x->dkey, "\x1f") < 0) {
+                x->rc = CD_ERR_NOMEM;
+                return 1;
+            }
         }
     }
     return 0;
 }
 
-static char *ddb_strndup(const char *s, size_t n) {
-    char *p = malloc(n + 1);
-    if (p == NULL) return NULL;
-    if (n) memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-/* Renders record `rec` into r->body and r->dkey.  Returns 0, or negative
- * with err (the record is then FATAL). */
-static int ddb_prepare(ddb_ctx *ctx, ddb_rec *r, size_t idx, const cd_record *rec, char *err,
-                       size_t errlen) {
-    pbuf body = {0}, names = {0}, values = {0}, set = {0}, dkey = {0};
+/* Renders record `rec` into the batch's arena: r's body and key identity.
+ * Returns 0, or negative with err (the record is then FATAL, and the arena
+ * is as it was). */
+static int ddb_prepare(ddb_ctx *ctx, ddb_batch *b, ddb_rec *r, size_t idx, const cd_record *rec,
+                       char *err, size_t errlen) {
+    pbuf *a = &b->arena;
+    const size_t mark = a->len;
+    ctx->names.len = ctx->values.len = ctx->set.len = ctx->dkey.len = ctx->tmp.len = 0;
     ddb_expr x = {.ctx = ctx,
-                  .names = &names,
-                  .values = &values,
-                  .set = &set,
-                  .dkey = &dkey,
+                  .names = &ctx->names,
+                  .values = &ctx->values,
+                  .set = &ctx->set,
+                  .dkey = &ctx->dkey,
                   .err = err,
                   .errlen = errlen};
     char ttl[160] = "", aerr[256];
@@ -255,110 +261,108 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_rec *r, size_t idx, const cd_record *re
             snprintf(ttl, sizeof(ttl), "\":ttl\":{\"N\":\"%lld\"}", at);
         }
     }
-    ctx->tmp.len = 0;
     if (ctx->op == DDB_OP_PUT) {
-        if (ddb_render(ctx, ctx->t_item, rec, err, errlen) < 0) goto out;
-        if (ddb_attr_map(ctx->render.data, ctx->render.len, &ctx->types, ttl[0] ? ttl : NULL,
-                         &ctx->tmp, aerr, sizeof(aerr)) < 0) {
+        if (ddb_render(ctx, ctx->t_item, rec, err, errlen) < 0) goto fail;
+        /* Batched, the item goes straight into the arena; else it is
+         * composed into the request below. */
+        pbuf *out = ctx->batched ? a : &ctx->tmp;
+        if (ctx->batched && pbuf_puts(a, "{\"PutRequest\":{\"Item\":") < 0) goto nomem;
+        rc = ddb_attr_map(ctx->render.data, ctx->render.len, &ctx->types, ttl[0] ? ttl : NULL, out,
+                          ctx->nkey_attrs > 0 ? ddb_on_key_member : NULL, &x, aerr, sizeof(aerr));
+        if (rc > 0) {
+            rc = x.rc;
+            goto nomem;
+        }
+        if (rc < 0) {
             snprintf(err, errlen, "item: %s", aerr);
-            goto out;
+            rc = CD_ERR_INVALID;
+            goto fail;
         }
-        if (ctx->nkey_attrs > 0 && (rc = ddb_json_members(ctx->render.data, ctx->render.len,
-                                                          ddb_on_key_member, &x, err, errlen)) != 0)
-            goto out;
-        rc = CD_ERR_INVALID;
+        if (ctx->batched && pbuf_puts(a, "}}") < 0) goto nomem;
     } else {
-        if (ddb_render(ctx, ctx->t_key, rec, err, errlen) < 0) goto out;
-        if (ddb_attr_map(ctx->render.data, ctx->render.len, &ctx->types, NULL, &ctx->tmp, aerr,
-                         sizeof(aerr)) < 0) {
+        if (ddb_render(ctx, ctx->t_key, rec, err, errlen) < 0) goto fail;
+        if (ddb_attr_map(ctx->render.data, ctx->render.len, &ctx->types, NULL, &ctx->tmp, NULL,
+                         NULL, aerr, sizeof(aerr)) != 0) {
             snprintf(err, errlen, "key: %s", aerr);
-            goto out;
+            goto fail;
         }
-        if (pbuf_append(&dkey, ctx->tmp.data, ctx->tmp.len) < 0) goto nomem;
+        if (pbuf_append(&ctx->dkey, ctx->tmp.data, ctx->tmp.len) < 0) goto nomem;
         if (ctx->op == DDB_OP_UPDATE) {
-            if (ddb_render(ctx, ctx->t_update, rec, err, errlen) < 0) goto out;
+            if (ddb_render(ctx, ctx->t_update, rec, err, errlen) < 0) goto fail;
             if ((rc = ddb_json_members(ctx->render.data, ctx->render.len, ddb_on_update_member, &x,
                                        err, errlen)) != 0)
-                goto out;
+                goto fail;
             rc = CD_ERR_INVALID;
             if (ttl[0]) {
-                if (ddb_comma(&names) < 0 || pbuf_puts(&names, "\"#ttl\":") < 0 ||
-                    pbuf_json_string(&names, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0 ||
-                    ddb_comma(&values) < 0 || pbuf_puts(&values, ttl) < 0 ||
-                    pbuf_puts(&set, set.len ? ", #ttl = :ttl" : "SET #ttl = :ttl") < 0)
+                if (ddb_comma(x.names) < 0 || pbuf_puts(x.names, "\"#ttl\":") < 0 ||
+                    pbuf_json_string(x.names, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0 ||
+                    ddb_comma(x.values) < 0 || pbuf_puts(x.values, ttl) < 0 ||
+                    pbuf_puts(x.set, x.set->len ? ", #ttl = :ttl" : "SET #ttl = :ttl") < 0)
                     goto nomem;
             }
         }
     }
     if (ctx->t_cond_values != NULL) {
-        if (ddb_render(ctx, ctx->t_cond_values, rec, err, errlen) < 0) goto out;
+        if (ddb_render(ctx, ctx->t_cond_values, rec, err, errlen) < 0) goto fail;
         if ((rc = ddb_json_members(ctx->render.data, ctx->render.len, ddb_on_cond_value, &x, err,
                                    errlen)) != 0)
-            goto out;
+            goto fail;
         rc = CD_ERR_INVALID;
     }
     if (ctx->cond_names != NULL) {
         /* The static names object without its braces. */
         size_t n = strlen(ctx->cond_names);
-        if (ddb_comma(&names) < 0 || pbuf_append(&names, ctx->cond_names + 1, n - 2) < 0)
+        if (ddb_comma(x.names) < 0 || pbuf_append(x.names, ctx->cond_names + 1, n - 2) < 0)
             goto nomem;
     }
 
-    if (ctx->batched) {
-        if (pbuf_puts(&body, "{\"PutRequest\":{\"Item\":") < 0 ||
-            pbuf_append(&body, ctx->tmp.data, ctx->tmp.len) < 0 || pbuf_puts(&body, "}}") < 0)
+    if (!ctx->batched) {
+        if (pbuf_puts(a, "{\"TableName\":") < 0 ||
+            pbuf_json_string(a, ctx->table, strlen(ctx->table)) < 0 ||
+            pbuf_puts(a, ctx->op == DDB_OP_PUT ? ",\"Item\":" : ",\"Key\":") < 0 ||
+            pbuf_append(a, ctx->tmp.data, ctx->tmp.len) < 0)
             goto nomem;
-    } else {
-        if (pbuf_puts(&body, "{\"TableName\":") < 0 ||
-            pbuf_json_string(&body, ctx->table, strlen(ctx->table)) < 0 ||
-            pbuf_puts(&body, ctx->op == DDB_OP_PUT ? ",\"Item\":" : ",\"Key\":") < 0 ||
-            pbuf_append(&body, ctx->tmp.data, ctx->tmp.len) < 0)
+        if (x.set->len && (pbuf_puts(a, ",\"UpdateExpression\":") < 0 ||
+                           pbuf_json_string(a, x.set->data, x.set->len) < 0))
             goto nomem;
-        if (set.len && (pbuf_puts(&body, ",\"UpdateExpression\":") < 0 ||
-                        pbuf_json_string(&body, set.data, set.len) < 0))
+        if (ctx->condition && (pbuf_puts(a, ",\"ConditionExpression\":") < 0 ||
+                               pbuf_json_string(a, ctx->condition, strlen(ctx->condition)) < 0))
             goto nomem;
-        if (ctx->condition && (pbuf_puts(&body, ",\"ConditionExpression\":") < 0 ||
-                               pbuf_json_string(&body, ctx->condition, strlen(ctx->condition)) < 0))
+        if (x.names->len &&
+            (pbuf_puts(a, ",\"ExpressionAttributeNames\":{") < 0 ||
+             pbuf_append(a, x.names->data, x.names->len) < 0 || pbuf_puts(a, "}") < 0))
             goto nomem;
-        if (names.len &&
-            (pbuf_puts(&body, ",\"ExpressionAttributeNames\":{") < 0 ||
-             pbuf_append(&body, names.data, names.len) < 0 || pbuf_puts(&body, "}") < 0))
+        if (x.values->len &&
+            (pbuf_puts(a, ",\"ExpressionAttributeValues\":{") < 0 ||
+             pbuf_append(a, x.values->data, x.values->len) < 0 || pbuf_puts(a, "}") < 0))
             goto nomem;
-        if (values.len &&
-            (pbuf_puts(&body, ",\"ExpressionAttributeValues\":{") < 0 ||
-             pbuf_append(&body, values.data, values.len) < 0 || pbuf_puts(&body, "}") < 0))
-            goto nomem;
-        if (pbuf_puts(&body, "}") < 0) goto nomem;
+        if (pbuf_puts(a, "}") < 0) goto nomem;
     }
+    r->body_off = mark;
+    r->body_len = a->len - mark;
     if (ctx->op == DDB_OP_PUT && ctx->nkey_attrs == 0) {
         /* Without key_attributes the Kafka key stands for the item's key;
          * a record without one is its own key. */
         char own[40];
         if (rec->key != NULL) {
-            if (pbuf_puts(&dkey, "k:") < 0 || pbuf_append(&dkey, rec->key, rec->key_len) < 0)
+            if (pbuf_puts(x.dkey, "k:") < 0 || pbuf_append(x.dkey, rec->key, rec->key_len) < 0)
                 goto nomem;
         } else {
             snprintf(own, sizeof(own), "r:%zu", idx);
-            if (pbuf_puts(&dkey, own) < 0) goto nomem;
+            if (pbuf_puts(x.dkey, own) < 0) goto nomem;
         }
     }
-    r->dkey = ddb_strndup(dkey.data ? dkey.data : "", dkey.len);
-    r->dkey_len = dkey.len;
-    r->body = body.data;
-    r->body_len = body.len;
-    body = (pbuf){0};
-    rc = r->dkey ? 0 : CD_ERR_NOMEM;
-    if (rc < 0) snprintf(err, errlen, "out of memory");
-    goto out;
+    r->dkey_off = a->len;
+    r->dkey_len = x.dkey->len;
+    if (pbuf_append(a, x.dkey->data, x.dkey->len) < 0) goto nomem;
+    r->has_dkey = 1;
+    return 0;
 nomem:
     snprintf(err, errlen, "out of memory");
     rc = CD_ERR_NOMEM;
-out:
-    pbuf_free(&body);
-    pbuf_free(&names);
-    pbuf_free(&values);
-    pbuf_free(&set);
-    pbuf_free(&dkey);
+fail:
+    a->len = mark;
+    if (a->data) a->data[mark] = '\0';
     return rc;
 }
 
@@ -373,9 +377,10 @@ static int ddb_number_rounds(ddb_batch *b) {
     for (size_t i = 0; i < b->count; i++) {
         ddb_rec *r = &b->recs[i];
         if (r->done) continue;
+        const char *dk = b->arena.data + r->dkey_off;
         uint64_t h = 1469598103934665603ULL;
         for (size_t k = 0; k < r->dkey_len; k++)
-            h = (h ^ (unsigned char)r->dkey[k]) * 1099511628211ULL;
+            h = (h ^ (unsigned char)dk[k]) * 1099511628211ULL;
         size_t s = (size_t)h & (cap - 1);
         for (;; s = (s + 1) & (cap - 1)) {
             if (slots[s] == 0) {
@@ -384,7 +389,7 @@ static int ddb_number_rounds(ddb_batch *b) {
                 break;
             }
             ddb_rec *o = &b->recs[slots[s] - 1];
-            if (o->dkey_len == r->dkey_len && memcmp(o->dkey, r->dkey, r->dkey_len) == 0) {
+            if (ddb_same_key(b, r, o)) {
                 r->round = o->round + 1;
                 slots[s] = i + 1;
                 break;
@@ -415,7 +420,7 @@ static void ddb_unprocessed(ddb_req *q, const cd_http_result *res, char *flags) 
         for (size_t k = 0; k < q->n; k++) {
             if (flags[k]) continue;
             ddb_rec *r = &q->b->recs[q->idx[k]];
-            json_t *mine = json_loadb(r->body, r->body_len, 0, NULL);
+            json_t *mine = json_loadb(ddb_rec_body(q->b, r), r->body_len, 0, NULL);
             int eq = json_equal(mine, want);
             json_decref(mine);
             if (eq) {
@@ -437,7 +442,8 @@ static void ddb_send_single_batch(ddb_batch *b, size_t i) {
     ddb_req *q = ddb_req_new(b, 1);
     if (q == NULL || pbuf_puts(&q->body, "{\"RequestItems\":{") < 0 ||
         pbuf_json_string(&q->body, ctx->table, strlen(ctx->table)) < 0 ||
-        pbuf_puts(&q->body, ":[") < 0 || pbuf_append(&q->body, r->body, r->body_len) < 0 ||
+        pbuf_puts(&q->body, ":[") < 0 ||
+        pbuf_append(&q->body, ddb_rec_body(b, r), r->body_len) < 0 ||
         pbuf_puts(&q->body, "]}}") < 0) {
         if (q) ddb_req_free(q);
         ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
@@ -546,7 +552,7 @@ static void ddb_send_round(ddb_batch *b) {
         }
         if (!ctx->batched) {
             q = ddb_req_new(b, 1);
-            if (q == NULL || pbuf_append(&q->body, r->body, r->body_len) < 0) {
+            if (q == NULL || pbuf_append(&q->body, ddb_rec_body(b, r), r->body_len) < 0) {
                 if (q) ddb_req_free(q);
                 ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
                 continue;
@@ -574,7 +580,7 @@ static void ddb_send_round(ddb_batch *b) {
             }
         }
         if ((q->n > 0 && pbuf_puts(&q->body, ",") < 0) ||
-            pbuf_append(&q->body, r->body, r->body_len) < 0) {
+            pbuf_append(&q->body, ddb_rec_body(b, r), r->body_len) < 0) {
             ddb_report(b, i, CD_RECORD_RETRY, 0, "out of memory");
             continue;
         }
@@ -594,13 +600,9 @@ static void ddb_send_round(ddb_batch *b) {
 /* ----------------------------------------------------------------- batches */
 
 static void ddb_batch_free(ddb_batch *b) {
-    for (size_t i = 0; i < b->count; i++) {
-        free(b->recs[i].body);
-        free(b->recs[i].dkey);
-    }
+    pbuf_free(&b->arena);
     free(b->recs);
     free(b->failed);
-    free(b->failed_len);
     free(b);
 }
 
@@ -623,9 +625,9 @@ static int ddb_write(void *opaque, cd_batch *batch) {
     ddb_batch *b = calloc(1, sizeof(*b));
     if (b == NULL) return CD_ERR_NOMEM;
     b->recs = calloc(count ? count : 1, sizeof(*b->recs));
-    b->failed = calloc(count ? count : 1, sizeof(char *));
-    b->failed_len = calloc(count ? count : 1, sizeof(size_t));
-    if (b->recs == NULL || b->failed == NULL || b->failed_len == NULL) {
+    b->failed = calloc(count ? count : 1, sizeof(*b->failed));
+    /* About 320 bytes per record for onboarding events; grown when not. */
+    if (b->recs == NULL || b->failed == NULL || pbuf_reserve(&b->arena, count * 320) < 0) {
         ddb_batch_free(b);
         return CD_ERR_NOMEM;
     }
@@ -637,7 +639,7 @@ static int ddb_write(void *opaque, cd_batch *batch) {
 
     char err[512];
     for (size_t i = 0; i < count; i++) {
-        if (ddb_prepare(ctx, &b->recs[i], i, &batch->records[i], err, sizeof(err)) < 0)
+        if (ddb_prepare(ctx, b, &b->recs[i], i, &batch->records[i], err, sizeof(err)) < 0)
             ddb_report(b, i, CD_RECORD_FATAL, 0, err);
     }
     if (ddb_number_rounds(b) < 0) {

@@ -39,13 +39,14 @@ typedef enum ddb_op {
 typedef struct ddb_ctx ddb_ctx;
 typedef struct ddb_batch ddb_batch;
 
+/* A record's request text and key identity live in its batch's arena (one
+ * buffer per batch, no allocation per record), addressed by offset. */
 typedef struct ddb_rec {
-    char *body; /* owned: BatchWriteItem: {"PutRequest":...}; else the whole request */
-    size_t body_len;
-    char *dkey; /* owned: the key's identity (rendered key attributes) */
-    size_t dkey_len;
+    size_t body_off, body_len; /* BatchWriteItem: {"PutRequest":...}; else the whole request */
+    size_t dkey_off, dkey_len; /* the key's identity (rendered key attributes) */
     uint32_t round;
-    int done; /* reported */
+    unsigned done : 1;     /* reported */
+    unsigned has_dkey : 1; /* prepared (a record that failed to render has none) */
 } ddb_rec;
 
 struct ddb_batch {
@@ -53,11 +54,11 @@ struct ddb_batch {
     cd_batch *batch; /* borrowed; may be freed by the engine once remaining is 0 */
     size_t count;
     ddb_rec *recs; /* owned, count entries */
+    pbuf arena;    /* every record's body and key identity */
     uint32_t round, nrounds;
     size_t requests;  /* requests of the current round in flight */
     size_t remaining; /* records not reported */
-    char **failed;    /* keys answered RETRY (borrowed from recs), nfailed entries */
-    size_t *failed_len;
+    size_t *failed;   /* records whose key was answered RETRY, nfailed entries */
     size_t nfailed;
     inflight_link link; /* in ctx->fl */
 };
@@ -87,7 +88,8 @@ struct ddb_ctx {
     size_t max_in_flight;
     uint64_t timeout_ms;
     ddb_types types;
-    char **key_attrs; /* owned */
+    char **key_attrs;     /* owned */
+    size_t *key_attr_len; /* owned: strlen of each */
     size_t nkey_attrs;
     int batched; /* put without condition: BatchWriteItem */
 
@@ -98,7 +100,7 @@ struct ddb_ctx {
 
     /* Scratch, reused per record. */
     cd_buf render;
-    pbuf tmp, tmp2;
+    pbuf tmp, names, values, set, dkey;
 };
 
 /* dynamodb_conf.c: options -> context (no I/O) and back. */

@@ -83,17 +83,41 @@ static ddb_type ddb_types_find(const ddb_types *t, const char *path) {
 
 /* ---------------------------------------------------------------- scanner */
 
+typedef struct ddb_seg {
+    const char *p;
+    size_t n;
+} ddb_seg;
+
 typedef struct ddb_scan {
     const char *s;
     size_t len;
     size_t pos;
-    const ddb_types *types;
+    const ddb_types *types; /* NULL when there are no rules */
     pbuf *out;
-    char path[512]; /* the current value's dotted path */
-    size_t path_len;
+    ddb_member_cb top_cb; /* each top-level member of ddb_attr_map, or NULL */
+    void *top_opaque;
+    /* The current value's path as segments (member names, "[]"), joined
+     * into path only when a `types` rule or an error needs the text. */
+    ddb_seg seg[DDB_MAX_DEPTH + 3];
+    size_t nseg;
+    char path[512];
     char *errbuf;
     size_t errlen;
 } ddb_scan;
+
+/* Joins the segments into sc->path ("a.b", "tags[]"); returns it. */
+static const char *ddb_path(ddb_scan *sc) {
+    size_t len = 0, room = sizeof(sc->path) - 1;
+    for (size_t i = 0; i < sc->nseg; i++) {
+        const ddb_seg *g = &sc->seg[i];
+        if (len && g->n && g->p[0] != '[' && len < room) sc->path[len++] = '.';
+        size_t n = g->n < room - len ? g->n : room - len;
+        memcpy(sc->path + len, g->p, n);
+        len += n;
+    }
+    sc->path[len] = '\0';
+    return sc->path;
+}
 
 static void ddb_ws(ddb_scan *sc) {
     while (sc->pos < sc->len && (sc->s[sc->pos] == ' ' || sc->s[sc->pos] == '\t' ||
@@ -102,8 +126,9 @@ static void ddb_ws(ddb_scan *sc) {
 }
 
 static int ddb_fail(ddb_scan *sc, const char *what) {
-    snprintf(sc->errbuf, sc->errlen, "%s%s%s at offset %zu", what, sc->path_len ? " at " : "",
-             sc->path_len ? sc->path : "", sc->pos);
+    const char *path = ddb_path(sc);
+    snprintf(sc->errbuf, sc->errlen, "%s%s%s at offset %zu", what, path[0] ? " at " : "", path,
+             sc->pos);
     return -1;
 }
 
@@ -195,25 +220,21 @@ static inline int ddb_put(ddb_scan *sc, const char *p, size_t n) {
 }
 #define DDB_PUTS(sc, s) ddb_put((sc), (s), strlen(s))
 
-/* Appends `seg` to the path (with a '.' unless it starts with '['); returns
- * the old length to restore. */
+/* Pushes a path segment (a member name without quotes, or "[]"); returns
+ * the old depth to restore.  The depth is bounded by DDB_MAX_DEPTH, checked
+ * before any push. */
 static size_t ddb_path_push(ddb_scan *sc, const char *seg, size_t n) {
-    size_t old = sc->path_len;
-    size_t room = sizeof(sc->path) - 1 - sc->path_len;
-    if (sc->path_len && seg[0] != '[' && room) {
-        sc->path[sc->path_len++] = '.';
-        room--;
+    size_t old = sc->nseg;
+    if (sc->nseg < sizeof(sc->seg) / sizeof(sc->seg[0])) {
+        sc->seg[sc->nseg].p = seg;
+        sc->seg[sc->nseg].n = n;
+        sc->nseg++;
     }
-    if (n > room) n = room;
-    memcpy(sc->path + sc->path_len, seg, n);
-    sc->path_len += n;
-    sc->path[sc->path_len] = '\0';
     return old;
 }
 
 static void ddb_path_pop(ddb_scan *sc, size_t old) {
-    sc->path_len = old;
-    sc->path[old] = '\0';
+    sc->nseg = old;
 }
 
 static int ddb_value(ddb_scan *sc, int depth);
@@ -299,9 +320,15 @@ static int ddb_members(ddb_scan *sc, int depth, const char *extra) {
         if (sc->pos >= sc->len || sc->s[sc->pos] != ':') return ddb_fail(sc, "expected ':'");
         sc->pos++;
         size_t old = ddb_path_push(sc, name + 1, name_len - 2);
+        ddb_ws(sc);
+        size_t vstart = sc->pos;
         int rc = ddb_value(sc, depth + 1);
         ddb_path_pop(sc, old);
         if (rc < 0) return -1;
+        if (depth == 0 && sc->top_cb != NULL &&
+            (rc = sc->top_cb(sc->top_opaque, name, name_len, sc->s + vstart, sc->pos - vstart)) !=
+                0)
+            return rc;
         n++;
     }
     if (extra != NULL &&
@@ -314,7 +341,7 @@ static int ddb_value(ddb_scan *sc, int depth) {
     if (depth > DDB_MAX_DEPTH) return ddb_fail(sc, "nested deeper than 32 levels");
     ddb_ws(sc);
     if (sc->pos >= sc->len) return ddb_fail(sc, "unexpected end of JSON");
-    ddb_type want = ddb_types_find(sc->types, sc->path);
+    ddb_type want = sc->types ? ddb_types_find(sc->types, ddb_path(sc)) : DDB_T_AUTO;
     char c = sc->s[sc->pos];
     size_t end;
     if (want == DDB_T_SS || want == DDB_T_NS) {
@@ -401,14 +428,18 @@ static int ddb_value(ddb_scan *sc, int depth) {
 
 static void ddb_scan_init(ddb_scan *sc, const char *text, size_t len, const char *path,
                           const ddb_types *types, pbuf *out, char *errbuf, size_t errlen) {
-    memset(sc, 0, sizeof(*sc));
     sc->s = text;
     sc->len = len;
-    sc->types = types;
+    sc->pos = 0;
+    sc->types = types && types->n ? types : NULL;
     sc->out = out;
+    sc->top_cb = NULL;
+    sc->top_opaque = NULL;
+    sc->nseg = 0;
+    sc->path[0] = '\0';
     sc->errbuf = errbuf;
     sc->errlen = errlen;
-    if (path) ddb_path_push(sc, path, strlen(path));
+    if (path && path[0]) ddb_path_push(sc, path, strlen(path));
 }
 
 static int ddb_trailing(ddb_scan *sc) {
@@ -425,12 +456,15 @@ int ddb_attr_value(const char *text, size_t len, const char *path, const ddb_typ
 }
 
 int ddb_attr_map(const char *text, size_t len, const ddb_types *types, const char *extra, pbuf *out,
-                 char *errbuf, size_t errlen) {
+                 ddb_member_cb cb, void *opaque, char *errbuf, size_t errlen) {
     ddb_scan sc;
     ddb_scan_init(&sc, text, len, NULL, types, out, errbuf, errlen);
+    sc.top_cb = cb;
+    sc.top_opaque = opaque;
     ddb_ws(&sc);
     if (sc.pos >= len || text[sc.pos] != '{') return ddb_fail(&sc, "must render to a JSON object");
-    if (ddb_members(&sc, 0, extra) < 0) return -1;
+    int rc = ddb_members(&sc, 0, extra);
+    if (rc != 0) return rc;
     return ddb_trailing(&sc);
 }
 

@@ -51,12 +51,6 @@ void ddb_types_free(ddb_types *t);
 int ddb_attr_value(const char *text, size_t len, const char *path, const ddb_types *types,
                    pbuf *out, char *errbuf, size_t errlen);
 
-/* Converts a JSON object to an attribute map ({"name": AttributeValue, ...})
- * appended to out.  extra, when not NULL, is one more member's text
- * ("\"ttl\":{\"N\":\"1\"}") appended inside the braces. */
-int ddb_attr_map(const char *text, size_t len, const ddb_types *types, const char *extra, pbuf *out,
-                 char *errbuf, size_t errlen);
-
 /* Calls cb for each member of the JSON object text[0..len): name is the raw
  * JSON string token (quotes included), value the raw value text.  A non-zero
  * return from cb stops the walk and is returned.  Returns 0, or negative
@@ -65,5 +59,15 @@ typedef int (*ddb_member_cb)(void *opaque, const char *name, size_t name_len, co
                              size_t value_len);
 int ddb_json_members(const char *text, size_t len, ddb_member_cb cb, void *opaque, char *errbuf,
                      size_t errlen);
+
+/* Converts a JSON object to an attribute map ({"name": AttributeValue, ...})
+ * appended to out.  extra, when not NULL, is one more member's text
+ * ("\"ttl\":{\"N\":\"1\"}") appended inside the braces.  cb, when not
+ * NULL, is called with each top-level member's name token and raw value
+ * text after it was converted (the key attributes are picked up in the same
+ * pass); a non-zero return stops the conversion and is returned.  Returns 0,
+ * -1 with errbuf, or what cb returned. */
+int ddb_attr_map(const char *text, size_t len, const ddb_types *types, const char *extra, pbuf *out,
+                 ddb_member_cb cb, void *opaque, char *errbuf, size_t errlen);
 
 #endif /* CONNECTD_SINK_DYNAMODB_ATTR_H */

@@ -169,7 +169,8 @@ int ddb_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cfg
     size_t nk = host->cfg_list_count(cfg, "key_attributes");
     if (nk > 0) {
         ctx->key_attrs = calloc(nk, sizeof(char *));
-        if (ctx->key_attrs == NULL) {
+        ctx->key_attr_len = calloc(nk, sizeof(size_t));
+        if (ctx->key_attrs == NULL || ctx->key_attr_len == NULL) {
             rc = CD_ERR_NOMEM;
             snprintf(errbuf, errlen, "out of memory");
             goto fail;
@@ -178,6 +179,7 @@ int ddb_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cfg
             rc = ddb_conf_dup(host->cfg_list_item(cfg, "key_attributes", i), &ctx->key_attrs[i],
                               "key_attributes", errbuf, errlen);
             if (rc < 0) goto fail;
+            ctx->key_attr_len[i] = strlen(ctx->key_attrs[i]);
             ctx->nkey_attrs++;
         }
     }
@@ -206,11 +208,15 @@ void ddb_conf_destroy(ddb_ctx *ctx) {
         if (ts[i] != NULL) h->template_free(ts[i]);
     h->buf_free(&ctx->render);
     pbuf_free(&ctx->tmp);
-    pbuf_free(&ctx->tmp2);
+    pbuf_free(&ctx->names);
+    pbuf_free(&ctx->values);
+    pbuf_free(&ctx->set);
+    pbuf_free(&ctx->dkey);
     ddb_types_free(&ctx->types);
     for (size_t i = 0; i < ctx->nkey_attrs; i++)
         free(ctx->key_attrs[i]);
     free(ctx->key_attrs);
+    free(ctx->key_attr_len);
     free(ctx->table);
     free(ctx->region);
     free(ctx->url);

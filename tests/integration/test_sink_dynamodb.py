@@ -229,22 +229,32 @@ def test_a_validation_exception_is_dead_lettered_with_the_aws_message(kafka, eng
     recs = []
     for i in range(30):
         pk = "" if i == 7 else (i if i == 19 else f"k-{i}")  # empty key; a number for an S key
-        recs.append((f"k-{i}", json.dumps({"pk": pk, "i": i}).encode()))
+        doc = {"pk": pk, "i": i}
+        if i == 12:
+            del doc["pk"]  # the item cannot be rendered: FATAL before any request
+        recs.append((f"k-{i}", json.dumps(doc).encode()))
     produce(kafka, topic, recs)
     s = sink(table, item={"pk": "${/pk}", "i": "${/i}"})
     eng = start(engines, kafka, {"p": pipeline(
         "ddb-val", topic, s, errors={"tolerance": "all", "dead_letter_topic": dlq})}, aws_env())
     wait_until(lambda: committed_offsets(kafka, "connectd.ddb-val", topic) == {0: 30},
                proc=eng.proc, what="commit of 30")
-    got = dlq_records(kafka, dlq, expect=2)
-    assert sorted(v["i"] for _, v, _ in got) == [7, 19]
-    for _, _, hd in got:
-        assert hd["connectd.error.message"].startswith("ValidationException: "), hd
+    got = dlq_records(kafka, dlq, expect=3)
+    assert sorted(v["i"] for _, v, _ in got) == [7, 12, 19]
+    for _, v, hd in got:
+        if v["i"] == 12:
+            assert "/pk" in hd["connectd.error.message"], hd
+        else:
+            assert hd["connectd.error.message"].startswith("ValidationException: "), hd
         assert hd["connectd.error.class"] != ""
-    # Every other record was written (the bad ones did not take their
-    # BatchWriteItem neighbours down with them).
+    # Every other record was written, each exactly as produced (the bad ones
+    # did not take their BatchWriteItem neighbours down with them, and the
+    # unrenderable one left nothing behind in the batch's buffer).
     items = scan_all(client, table)
-    assert sorted(int(it["i"]["N"]) for it in items) == [i for i in range(30) if i not in (7, 19)]
+    assert sorted(int(it["i"]["N"]) for it in items) == \
+        [i for i in range(30) if i not in (7, 12, 19)]
+    for it in items:
+        assert it["pk"] == {"S": f"k-{it['i']['N']}"}, it
     assert eng.stop() == 0
 
 

@@ -14,7 +14,7 @@ static char *map(const char *json, const char *types_json, const char *extra) {
     char err[256];
     cr_assert_eq(ddb_types_parse(types_json, &t, err, sizeof(err)), 0, "%s", err);
     pbuf out = {0};
-    int rc = ddb_attr_map(json, strlen(json), &t, extra, &out, err, sizeof(err));
+    int rc = ddb_attr_map(json, strlen(json), &t, extra, &out, NULL, NULL, err, sizeof(err));
     ddb_types_free(&t);
     if (rc < 0) {
         pbuf_free(&out);
@@ -116,4 +116,48 @@ Test(dynamodb_attr, members_walk_gives_raw_name_and_value_text) {
     cr_assert_eq(ddb_json_members(j, strlen(j), on_member, &s, err, sizeof(err)), 0, "%s", err);
     cr_assert_str_eq(s.names, "\"a\"|\"b\\\"\"|\"c\"|");
     cr_assert_str_eq(s.values, "{\"x\":[1,\"}\"]}|\"s\"|1.0|");
+}
+
+/* ddb_attr_map reports each top-level member as it converts it (the sink
+ * picks up key attributes in the same pass): the raw name token and value
+ * text, nested members not reported, and a non-zero return stops it. */
+Test(dynamodb_attr, map_reports_top_level_members_in_the_same_pass) {
+    seen s = {{0}, {0}};
+    char err[128];
+    pbuf out = {0};
+    const char *j = " { \"a\" : {\"x\":[1,\"}\"]}, \"b\\\"\":\"s\",\"c\":1.0 } ";
+    cr_assert_eq(ddb_attr_map(j, strlen(j), NULL, NULL, &out, on_member, &s, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_str_eq(s.names, "\"a\"|\"b\\\"\"|\"c\"|");
+    cr_assert_str_eq(s.values, "{\"x\":[1,\"}\"]}|\"s\"|1.0|");
+    cr_assert_str_eq(out.data, "{\"a\":{\"M\":{\"x\":{\"L\":[{\"N\":\"1\"},{\"S\":\"}\"}]}}},"
+                               "\"b\\\"\":{\"S\":\"s\"},\"c\":{\"N\":\"1.0\"}}");
+    pbuf_free(&out);
+}
+
+static int stop_at_b(void *opaque, const char *name, size_t nlen, const char *value, size_t vlen) {
+    (void)value;
+    (void)vlen;
+    ++*(int *)opaque;
+    return nlen == 3 && name[1] == 'b' ? 7 : 0;
+}
+
+Test(dynamodb_attr, map_stops_with_what_the_member_callback_returned) {
+    int calls = 0;
+    char err[128];
+    pbuf out = {0};
+    const char *j = "{\"a\":1,\"b\":2,\"c\":3}";
+    cr_assert_eq(ddb_attr_map(j, strlen(j), NULL, NULL, &out, stop_at_b, &calls, err, sizeof(err)),
+                 7);
+    cr_assert_eq(calls, 2);
+    pbuf_free(&out);
+}
+
+/* Error paths name the dotted path of the value from the segments kept
+ * while walking, with and without `types` rules. */
+Test(dynamodb_attr, errors_name_the_nested_path) {
+    EXPECT_MAP("{\"a\":{\"b\":[{\"c\":tru}]}}", NULL, NULL,
+               "not a JSON value at a.b[].c at offset 16");
+    EXPECT_MAP("{\"a\":{\"b\":[{\"c\":\"x\"}]}}", "{\"a.b[].c\":\"N\"}", NULL,
+               "not a number for type N at a.b[].c at offset 19");
 }
