@@ -1010,9 +1010,9 @@ static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
     r->value_len = rkm->len;
     r->value_format = pl->conf->value_format;
     rd_kafka_headers_t *hdrs = NULL;
-    if (rd_kafka_message_headers(rkm, &hdrs) == 0 && hdrs) {
-        size_t n = rd_kafka_header_cnt(hdrs);
-        m->headers = calloc(n ? n : 1, sizeof(cd_header));
+    size_t n = 0;
+    if (rd_kafka_message_headers(rkm, &hdrs) == 0 && hdrs && (n = rd_kafka_header_cnt(hdrs)) > 0 &&
+        (m->headers = calloc(n, sizeof(cd_header))) != NULL) {
         const char *name;
         const void *val;
         size_t len;

@@ -331,6 +331,14 @@ static int parse_index(const char *t, size_t n, size_t *out) {
 }
 
 /* Records the top-level object's members of a validated value. */
+/* Whether p[0..n) holds c (keys and pointer tokens are short: a plain
+ * loop beats a call). */
+static int has_byte(const unsigned char *p, size_t n, unsigned char c) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] == c) return 1;
+    return 0;
+}
+
 static void index_build(template_index *ix, const char *json, size_t len) {
     scan s = {(const unsigned char *)json, (const unsigned char *)json + len, 1};
     ix->value = json;
@@ -358,6 +366,7 @@ static void index_build(template_index *ix, const char *json, size_t len) {
         if (scan_value(&s) < 0) return;
         ix->m[ix->n].key = (const char *)k;
         ix->m[ix->n].key_len = klen;
+        ix->m[ix->n].key_escaped = has_byte(k, klen, '\\');
         ix->m[ix->n].val = (const char *)v;
         ix->m[ix->n].val_len = (size_t)(s.p - v);
         ix->n++;
@@ -386,9 +395,18 @@ static int pointer_scan_n(const char *json, size_t len, const char *ptr, size_t 
             while (pp < pend && *pp != '/')
                 pp++;
             size_t tlen = (size_t)(pp - tok), i = ix->n;
-            while (i > 0 && !key_eq((const unsigned char *)ix->m[i - 1].key, ix->m[i - 1].key_len,
-                                    tok, tlen))
-                i--;
+            /* Byte equality decides unless a key escape or a ~ escape of the
+             * token is involved. */
+            const int tilde = has_byte((const unsigned char *)tok, tlen, '~');
+            for (; i > 0; i--) {
+                const char *k = ix->m[i - 1].key;
+                size_t kl = ix->m[i - 1].key_len;
+                if (!tilde && !ix->m[i - 1].key_escaped) {
+                    if (kl == tlen && memcmp(k, tok, kl) == 0) break;
+                } else if (key_eq((const unsigned char *)k, kl, tok, tlen)) {
+                    break;
+                }
+            }
             if (i == 0) return JSON_POINTER_NOT_FOUND;
             if (pp == pend) {
                 *start = ix->m[i - 1].val;

@@ -78,6 +78,7 @@ typedef struct template_index {
     struct {
         const char *key; /* raw (escaped) key text, without quotes */
         size_t key_len;
+        int key_escaped; /* the key holds a backslash escape */
         const char *val; /* the member's value text */
         size_t val_len;
     } m[TEMPLATE_INDEX_MAX];

@@ -957,8 +957,14 @@ Test(template, validated_values_render_as_the_validating_path_does) {
         "\"m20\":1,\"m21\":2,\"m22\":3,\"m23\":4,\"m24\":5,\"m25\":6,\"m26\":7,\"m27\":8,\"m28\":9,"
         "\"m29\":1,\"m30\":2,\"m31\":3,\"m32\":4,\"eventId\":\"late\",\"customerId\":\"c\","
         "\"data\":{\"deep\":[1,{\"x\":\"y\"}]}}",
+        /* escaped keys (found by their decoded name), keys that need ~
+         * escapes in a pointer, and a key that only looks like one */
+        "{\"e\\u0076entId\":\"esc\",\"a/b\":1,\"m~n\":2,\"customerId\":\"c\",\"data\":{},"
+        "\"a~1b\":\"literal\"}",
     };
     static const char *specs[] = {
+        "{\"id\": \"${/eventId}\", \"slash\": \"${/a~1b}\", \"tilde\": \"${/m~0n:-none}\", "
+        "\"d\": \"${/data}\"}",
         "{\"id\": \"${/eventId}\", \"c\": \"${/customerId}\", \"d\": \"${/data}\", \"all\": "
         "\"${/}\"}",
         "{\"mixed\": \"id=${/eventId} c=${/customerId}\", \"arr\": [\"${/data}\", 1]}",
@@ -1009,4 +1015,27 @@ Test(template, validated_values_render_as_the_validating_path_does) {
             template_free(t);
         }
     }
+}
+
+/* The top-level index compares bytes unless an escape is involved: a key
+ * spelled with \u escapes is still found by its decoded name, and ~0/~1 in
+ * a pointer still mean ~ and /, on the validated path with its index. */
+Test(template, the_member_index_decodes_escaped_keys_and_pointer_tokens) {
+    const char *v = "{\"e\\u0076entId\":\"esc\",\"a/b\":1,\"m~n\":2,\"a~1b\":\"literal\"}";
+    template *t = compile("{\"id\": \"${/eventId}\", \"slash\": \"${/a~1b}\", \"tilde\": "
+                          "\"${/m~0n}\"}");
+    for (int use_index = 0; use_index < 2; use_index++) {
+        template_record r = base_record();
+        template_index ix = {0};
+        r.value = v;
+        r.value_len = strlen(v);
+        r.value_valid = 1;
+        r.index = use_index ? &ix : NULL;
+        tbuf out = {0};
+        char err[256] = "";
+        cr_assert_eq(template_render_json(t, &r, &out, err, sizeof(err)), 0, "%s", err);
+        cr_assert_str_eq(out.p, "{\"id\":\"esc\",\"slash\":1,\"tilde\":2}");
+        tbuf_free(&out);
+    }
+    template_free(t);
 }
