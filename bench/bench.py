@@ -29,6 +29,9 @@ Environment:
   REDIS_URL         the redis-server of the idle and e2e groups (bench/run
                     sources build/stack/redis.env)
   BENCH_DDB_PIPELINE   a JSON object merged into the sink-dynamodb pipeline
+  BENCH_E2E_ROWS    comma-separated subset of the e2e group's rows: node (the
+                    reference), rate-redis, rate-local, wide-redis, wide-local
+                    (default: all; without node no ratio to the reference)
   BENCH_E2E_PIPELINE   a JSON object merged into the end-to-end scenario's
                     websocket pipeline, e.g. '{"batch": {"linger_ms": 0}}'
   BENCH_HTTP_PIPELINE  a JSON object merged into the source-http pipeline, e.g.
@@ -2049,6 +2052,12 @@ def e2e_scenarios(bootstrap, keep, workroot):
     log(f"end to end: {E2E_RATE}/s for {window:g}s over {E2E_CUSTOMERS} clients; then "
         f"{E2E_WIDE_CUSTOMERS} clients and a burst of one event each")
     rows = []
+    row_names = ("node", "rate-redis", "rate-local", "wide-redis", "wide-local")
+    wanted = set(filter(None, (os.environ.get("BENCH_E2E_ROWS") or ",".join(row_names))
+                        .replace(" ", "").split(",")))
+    if not wanted <= set(row_names):
+        raise BenchError(f"BENCH_E2E_ROWS: expected a comma-separated subset of "
+                         f"{','.join(row_names)}, got {os.environ.get('BENCH_E2E_ROWS')!r}")
     specs = [
         ("node", None),
         ("rate", redis_url, E2E_CUSTOMERS,
@@ -2062,6 +2071,7 @@ def e2e_scenarios(bootstrap, keep, workroot):
          f"connectd, {E2E_WIDE_CUSTOMERS:,} clients held, burst of {E2E_WIDE_CUSTOMERS:,}, "
          f"in-process"),
     ]
+    specs = [spec for spec, row in zip(specs, row_names) if row in wanted]
     for spec in specs:
         if spec[0] == "node":
             r, work = e2e_node_row(bootstrap, workroot, E2E_CUSTOMERS)
@@ -2074,8 +2084,8 @@ def e2e_scenarios(bootstrap, keep, workroot):
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
         rows.append(r)
-    ref = rows[0]
-    for r in rows:
+    ref = rows[0] if "node" in wanted else None
+    for r in rows if ref else []:
         if r["clients"] == ref["clients"]:
             r["p99_vs_reference"] = r["p99_ms"] / ref["p99_ms"]
             r["p50_vs_reference"] = r["p50_ms"] / ref["p50_ms"]
@@ -2089,7 +2099,7 @@ def e2e_scenarios(bootstrap, keep, workroot):
     print_overrides("BENCH_ENGINE_CONFIG", "BENCH_E2E_PIPELINE")
     print(table(rows, E2E_COLUMNS))
     print()
-    for r in rows[1:]:
+    for r in rows[1:] if ref else rows:
         if "p99_vs_reference" in r:
             print(f"{r['scenario']}: p50 {r['p50_ms']:.2f} ms / p99 {r['p99_ms']:.2f} ms / max "
                   f"{r['max_ms']:.2f} ms (target p99 < 10 ms) against Node.js's "

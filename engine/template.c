@@ -1034,19 +1034,27 @@ static int emit_jansson(tbuf *b, const json_t *j, int level, int as_text) {
 /* Validated JSON as compact JSON at level 0: strings are copied as they are
  * (already valid string text), only whitespace between tokens goes. */
 static int emit_valid_compact(tbuf *b, const char *s, size_t n) {
-    const char *p = s, *end = s + n;
+    /* A scalar token of a validated value is compact already (a resolved
+     * value has no surrounding whitespace). */
+    if (n == 0 || (s[0] != '{' && s[0] != '[')) return tbuf_append(b, s, n);
+    /* Copy runs between insignificant whitespace: a compact object or array
+     * is one append. */
+    const char *p = s, *end = s + n, *run = s;
     while (p < end) {
-        const char *run = p;
-        while (p < end && *p != '"' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-            p++;
-        if (p < end && *p == '"') {
+        char c = *p;
+        if (c == '"') {
             const char *q = json_skip_string_valid(p + 1, end);
             p = q ? q : end;
-        }
-        if (p > run && tbuf_append(b, run, (size_t)(p - run)) < 0) return -1;
-        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            if (p > run && tbuf_append(b, run, (size_t)(p - run)) < 0) return -1;
+            while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+                p++;
+            run = p;
+        } else {
             p++;
+        }
     }
+    if (p > run && tbuf_append(b, run, (size_t)(p - run)) < 0) return -1;
     return 0;
 }
 
