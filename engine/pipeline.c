@@ -119,6 +119,7 @@ struct pipeline {
     uint64_t all_sinks_mask;
     int needs_doc;
     rd_kafka_t *rk;
+    int64_t reset_offset; /* auto.offset.reset as a logical offset; INVALID for "error" */
     rd_kafka_queue_t *queue;
     kafka_queue_watch watch;
     int watch_open;
@@ -1123,6 +1124,53 @@ static void pl_check_revoke(pipeline *pl) {
         pl_schedule(pl, pl->revoke_deadline_ms);
 }
 
+/* Resolves where newly assigned partitions start before assigning them:
+ * the committed offset, or where auto.offset.reset points where there is
+ * none, as a plain offset.  librdkafka 2.0 does the same by itself, but
+ * waits 100 ms before it applies auto.offset.reset to a partition without a
+ * committed offset (and 500 ms for a logical offset given to assign): most
+ * of a fresh consumer group's start.  Here it is one OffsetFetch to the
+ * coordinator and, for partitions without a committed offset, one
+ * ListOffsets each, about a millisecond apiece on a local broker; they
+ * block the loop, so only small assignments are resolved this way.  Any
+ * failure leaves that partition's offset unset, and librdkafka resolves it
+ * as before. */
+#define PL_RESOLVE_MAX_PARTITIONS 32
+#define PL_RESOLVE_TIMEOUT_MS     500
+static void pl_resolve_start(pipeline *pl, rd_kafka_topic_partition_list_t *parts) {
+    if (pl->reset_offset == RD_KAFKA_OFFSET_INVALID || parts->cnt == 0 ||
+        parts->cnt > PL_RESOLVE_MAX_PARTITIONS)
+        return;
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t err = rd_kafka_committed(pl->rk, c, PL_RESOLVE_TIMEOUT_MS);
+    if (err) {
+        log_msg(CD_LOG_DEBUG, pl->conf->name, "committed offsets not known yet (%s)",
+                rd_kafka_err2str(err));
+        rd_kafka_topic_partition_list_destroy(c);
+        return;
+    }
+    for (int i = 0; i < c->cnt && i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *want = &parts->elems[i];
+        const rd_kafka_topic_partition_t *got = &c->elems[i];
+        if (want->offset != RD_KAFKA_OFFSET_INVALID || got->err ||
+            got->partition != want->partition || strcmp(got->topic, want->topic) != 0)
+            continue;
+        if (got->offset >= 0) {
+            want->offset = got->offset;
+            continue;
+        }
+        int64_t lo, hi;
+        err = rd_kafka_query_watermark_offsets(pl->rk, want->topic, want->partition, &lo, &hi,
+                                               PL_RESOLVE_TIMEOUT_MS);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            want->offset = pl->reset_offset == RD_KAFKA_OFFSET_BEGINNING ? lo : hi;
+        else
+            log_msg(CD_LOG_DEBUG, pl->conf->name, "%s[%d]: watermarks not known yet (%s)",
+                    want->topic, (int)want->partition, rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(c);
+}
+
 static void pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             rd_kafka_topic_partition_list_t *parts, void *opaque) {
     pipeline *pl = opaque;
@@ -1130,6 +1178,7 @@ static void pl_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++)
             pl_partition_add(pl, parts->elems[i].topic, parts->elems[i].partition);
+        pl_resolve_start(pl, parts);
         if (cooperative) {
             rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
             if (e) {
@@ -1263,6 +1312,15 @@ static int pl_start_consumer(pipeline *pl, char *errbuf, size_t errlen) {
     kafka_conf_force(conf, props, "enable.auto.offset.store", "false",
                      "the engine commits only what every sink acknowledged");
     json_decref(props);
+    char reset[32];
+    size_t rlen = sizeof(reset);
+    pl->reset_offset = RD_KAFKA_OFFSET_INVALID;
+    if (rd_kafka_conf_get(conf, "auto.offset.reset", reset, &rlen) == RD_KAFKA_CONF_OK) {
+        if (!strcmp(reset, "smallest") || !strcmp(reset, "earliest") || !strcmp(reset, "beginning"))
+            pl->reset_offset = RD_KAFKA_OFFSET_BEGINNING;
+        else if (!strcmp(reset, "largest") || !strcmp(reset, "latest") || !strcmp(reset, "end"))
+            pl->reset_offset = RD_KAFKA_OFFSET_END;
+    }
     kafka_conf_set_logger(conf);
     rd_kafka_conf_set_rebalance_cb(conf, pl_rebalance_cb);
     rd_kafka_conf_set_offset_commit_cb(conf, pl_offset_commit_cb);

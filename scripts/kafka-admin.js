@@ -4,6 +4,8 @@
 //   node scripts/kafka-admin.js delete-topic TOPIC [TOPIC...]
 //   node scripts/kafka-admin.js list-prefix PREFIX      (one name per line)
 //   node scripts/kafka-admin.js offsets GROUP TOPIC     -> JSON {"0": 12, "1": -1, ...}
+//   node scripts/kafka-admin.js set-offsets GROUP TOPIC P:OFFSET [P:OFFSET...]
+//                                       (commits for an inactive group)
 const path = require('path');
 const { Kafka, logLevel } = require(path.join(__dirname, '../.deps/node/node_modules/kafkajs'));
 
@@ -32,6 +34,12 @@ async function main() {
       const out = {};
       for (const t of res) for (const p of t.partitions) out[p.partition] = parseInt(p.offset, 10);
       process.stdout.write(JSON.stringify(out));
+    } else if (cmd === 'set-offsets') {
+      const partitions = args.slice(2).map((po) => {
+        const [partition, offset] = po.split(':');
+        return { partition: parseInt(partition, 10), offset };
+      });
+      await admin.setOffsets({ groupId: args[0], topic: args[1], partitions });
     } else {
       throw new Error(`unknown command ${cmd}`);
     }
