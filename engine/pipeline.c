@@ -120,6 +120,7 @@ struct pipeline {
     int needs_doc;
     rd_kafka_t *rk;
     int64_t reset_offset; /* auto.offset.reset as a logical offset; INVALID for "error" */
+    int records_released; /* the consumer is destroyed: no record is held any more */
     rd_kafka_queue_t *queue;
     kafka_queue_watch watch;
     int watch_open;
@@ -654,6 +655,11 @@ static void pl_lane_unhold(pl_lane *lane, keyhold *h) {
 
 static void pl_batch_complete(pl_batch *b) {
     pipeline *pl = b->pl;
+    if (pl->records_released) {
+        /* A sink answered after it stopped: its records are gone already. */
+        pl_batch_free(b);
+        return;
+    }
     pl_partition *p = b->part;
     size_t si = b->sink;
     pl_lane *lane = &p->lanes[si];
@@ -1438,12 +1444,36 @@ void pipeline_resume(pipeline *pl) {
 /* ------------------------------------------------------------ stopping */
 static void pl_finish_stop(pipeline *pl);
 
+/* Destroys the consumer once the sinks have stopped.  Every record still
+ * held (fetched but not dispatched, or in a batch a sink never answered
+ * after a forced stop) goes back to librdkafka first: rd_kafka_destroy
+ * waits for every message reference, so destroying it with any still held
+ * never returns.  The records are not committed; the group reads them
+ * again. */
+static void pl_destroy_consumer(pipeline *pl) {
+    if (!pl->rk) return;
+    pl->records_released = 1;
+    for (int list = 0; list < 2; list++) {
+        for (pl_partition *p = list ? pl->orphans : pl->parts; p; p = p->next) {
+            offset_window_free(&p->win, pl_msg_free, NULL);
+            offset_window_init(&p->win);
+        }
+    }
+    /* Closed already (consumer_close_queue), or the grace period is over:
+     * either way destroying must not wait for the group again. */
+    rd_kafka_destroy_flags(pl->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    pl->rk = NULL;
+}
+
 static void pl_sink_stopped(void *opaque, int status) {
     pl_sink *s = opaque;
     pipeline *pl = s->inst.pl;
     s->stopped = 1;
     if (status < 0) log_msg(CD_LOG_WARN, s->inst.prefix, "stop reported %d", status);
-    if (--pl->sinks_stopping == 0) pl_finish_stop(pl);
+    if (--pl->sinks_stopping == 0) {
+        pl_destroy_consumer(pl);
+        pl_finish_stop(pl);
+    }
 }
 
 static void pl_source_stopped(void *opaque, int status) {
@@ -1463,19 +1493,15 @@ static void pl_watch_closed(kafka_queue_watch *w) {
     pipeline *pl = container_of(w, pipeline, watch);
     pl->watch_open = 0;
     pl->forced = 1;
-    if (pl->rk) {
-        if (pl->queue) rd_kafka_queue_destroy(pl->queue);
-        pl->queue = NULL;
-        /* Closed already (consumer_close_queue), or the grace period is over:
-         * either way destroying must not wait for the group again. */
-        rd_kafka_destroy_flags(pl->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-        pl->rk = NULL;
-    }
-    /* Then the sinks. */
+    if (pl->queue) rd_kafka_queue_destroy(pl->queue);
+    pl->queue = NULL;
+    /* Then the sinks, which may still read records of batches in flight;
+     * the consumer goes once they have stopped (pl_destroy_consumer). */
     pl->sinks_stopping = 0;
     for (size_t i = 0; i < pl->sink_count; i++)
         if (pl->sinks[i].started) pl->sinks_stopping++;
     if (pl->sinks_stopping == 0) {
+        pl_destroy_consumer(pl);
         pl_finish_stop(pl);
         return;
     }

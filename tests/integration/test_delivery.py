@@ -5,6 +5,7 @@ pipeline without committing past the record, memory stays bounded while a
 sink is down, and SIGKILL during retries loses nothing."""
 import json
 import os
+import signal
 import time
 from collections import defaultdict
 
@@ -229,3 +230,63 @@ def test_sigkill_during_retries_then_restart_loses_nothing(kafka, engines, tmp_p
         time.sleep(0.5)
     assert len(ids) == 5_000, f"{5_000 - len(ids)} events lost"
     assert healthy.stop() == 0
+
+
+def test_a_forced_stop_with_records_held_exits_and_the_group_reads_them_again(
+        kafka, engines, tmp_path):
+    """SIGTERM, the grace period runs out while the sink still holds a batch
+    and records are fetched but not dispatched: the engine gives them back
+    to librdkafka before destroying the consumer, exits 0 once the sink has
+    stopped, and commits nothing it did not write, so a restart reads every
+    record not written yet."""
+    topic = unique("forced-held")
+    create_topic(kafka, topic, 3)
+    produce(kafka, topic, records(5_000, 50))
+    out = tmp_path / "out.tsv"
+    # A forced stop does not leave the group: the restart's join waits for
+    # the old member's session to time out.
+    kprops = {"bootstrap.servers": kafka["KAFKA_BOOTSTRAP"], "session.timeout.ms": "6000"}
+    extra = {"shutdown_grace_ms": 1000}
+    eng = engines(kprops, {"p": pipeline("forced-held", topic, scripted(out, hang_ms=4000))},
+                  env=ENV, engine_extra=extra).start()
+    eng.wait_log("assigned 3 partition(s)")
+    time.sleep(1.0)  # batches handed to the hanging sink, the rest fetched
+    t0 = time.monotonic()
+    assert eng.stop(timeout=30) == 0, eng.logs()[-3000:]
+    took = time.monotonic() - t0
+    assert took < 20, f"stop took {took:.1f}s"
+    written = {v["eventId"] for *_, v in read_out(out)}
+    assert len(written) < 5_000
+    # The rest comes on restart, from what was committed.
+    eng2 = engines(kprops, {"p": pipeline("forced-held", topic, scripted(out))},
+                   env=ENV).start()
+    assert wait_for_lines(out, 5_000, proc=eng2.proc, timeout=120) >= 5_000
+    lines = read_out(out)
+    assert {v["eventId"] for *_, v in lines} == {f"e-{i}" for i in range(5_000)}
+    assert eng2.stop() == 0
+
+
+def test_a_second_sigterm_during_a_backlog_stops_at_once(kafka, engines, tmp_path):
+    """A second SIGTERM stops without waiting: the engine must still exit
+    (before, destroying the consumer with fetched records held never
+    returned), and a restart still delivers everything."""
+    topic = unique("double-term")
+    create_topic(kafka, topic, 3)
+    produce(kafka, topic, records(20_000, 100))
+    out = tmp_path / "out.tsv"
+    # A forced stop does not leave the group: the restart's join waits for
+    # the old member's session to time out.
+    kprops = {"bootstrap.servers": kafka["KAFKA_BOOTSTRAP"], "session.timeout.ms": "6000"}
+    eng = engines(kprops, {"p": pipeline("double-term", topic, scripted(out, hang_ms=2000))},
+                  env=ENV).start()
+    eng.wait_log("assigned 3 partition(s)")
+    time.sleep(1.0)  # batches in the sink (answered after 2 s), the rest fetched
+    eng.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)  # draining: the sink still holds its batches
+    assert eng.stop(timeout=20) == 0, eng.logs()[-3000:]
+    assert "stopping now without waiting" in eng.logs()
+    eng2 = engines(kprops, {"p": pipeline("double-term", topic, scripted(out))},
+                   env=ENV).start()
+    assert wait_for_lines(out, 20_000, proc=eng2.proc, timeout=120) >= 20_000
+    assert {v["eventId"] for *_, v in read_out(out)} == {f"e-{i}" for i in range(20_000)}
+    assert eng2.stop() == 0
