@@ -121,6 +121,8 @@ struct pipeline {
     rd_kafka_t *rk;
     int64_t reset_offset; /* auto.offset.reset as a logical offset; INVALID for "error" */
     int records_released; /* the consumer is destroyed: no record is held any more */
+    pl_msg *msg_spares;   /* free list (linked through the first word) */
+    size_t msg_spare_count;
     rd_kafka_queue_t *queue;
     kafka_queue_watch watch;
     int watch_open;
@@ -233,16 +235,37 @@ static pl_partition *pl_partition_add(pipeline *pl, const char *topic, int32_t p
     return p;
 }
 
+/* Records' bookkeeping comes from a per-pipeline free list: no malloc per
+ * record once the pipeline is flowing.  At most PL_MSG_SPARES are kept. */
+#define PL_MSG_SPARES 4096
+
+static pl_msg *pl_msg_new(pipeline *pl) {
+    pl_msg *m = pl->msg_spares;
+    if (m == NULL) return calloc(1, sizeof(*m));
+    pl->msg_spares = *(pl_msg **)m;
+    pl->msg_spare_count--;
+    memset(m, 0, sizeof(*m));
+    return m;
+}
+
 static void pl_msg_free(void *data, void *opaque) {
+    (void)opaque;
     pl_msg *m = data;
+    pipeline *pl = m->part->pl;
     m->part->bytes -= m->bytes;
-    m->part->pl->bytes -= m->bytes;
-    m->part->pl->records--;
+    pl->bytes -= m->bytes;
+    pl->records--;
     rd_kafka_message_destroy(m->rkm);
     free(m->headers);
     json_decref(m->doc);
     free(m->error);
-    free(m);
+    if (pl->msg_spare_count < PL_MSG_SPARES) {
+        *(pl_msg **)m = pl->msg_spares;
+        pl->msg_spares = m;
+        pl->msg_spare_count++;
+    } else {
+        free(m);
+    }
 }
 
 static int pl_partition_busy(const pl_partition *p, size_t sink_count) {
@@ -1001,7 +1024,14 @@ static void pl_intake(pipeline *pl, rd_kafka_message_t *rkm) {
         rd_kafka_message_destroy(rkm);
         return;
     }
-    pl_msg *m = calloc(1, sizeof(*m));
+    pl_msg *m = pl_msg_new(pl);
+    if (m == NULL) {
+        /* Skipping the record would let a later commit pass it: stop
+         * without committing anything more, and the group reads it again. */
+        log_msg(CD_LOG_ERROR, pl->conf->name, "%s[%d]@%" PRId64 ": out of memory; aborting", topic,
+                rkm->partition, rkm->offset);
+        abort();
+    }
     m->rkm = rkm;
     m->part = p;
     m->arrived_ms = uv_now(pl->eng->loop);
@@ -1639,6 +1669,11 @@ void pipeline_free(pipeline *pl) {
     if (pl->source_ctx) pl->conf->source->plugin->desc->source->destroy(pl->source_ctx);
     if (pl->conf->source) instance_release(&pl->source_inst);
     instance_release(&pl->pl_inst);
+    while (pl->msg_spares) {
+        pl_msg *m = pl->msg_spares;
+        pl->msg_spares = *(pl_msg **)m;
+        free(m);
+    }
     free(pl->fail_reason);
     free(pl);
 }

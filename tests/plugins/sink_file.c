@@ -857,3 +857,41 @@ Test(sink_file, stop_with_a_batch_in_flight_finishes_it_then_calls_back_once) {
     fx_teardown();
     cr_assert_eq(fx.stop_calls, 1);
 }
+
+/* Integers are written two digits at a time: every digit count, both sides
+ * of each power of ten, and the extremes come out as the same number. */
+Test(sink_file, partitions_offsets_and_timestamps_keep_every_digit) {
+    fx_start("ints.ndjson", "never");
+    static test_batch tb;
+    static const int64_t offsets[] = {0,
+                                      1,
+                                      9,
+                                      10,
+                                      11,
+                                      99,
+                                      100,
+                                      101,
+                                      999,
+                                      1000,
+                                      12345,
+                                      99999,
+                                      100000,
+                                      9007199254740993LL,
+                                      INT64_MAX - 1,
+                                      INT64_MAX};
+    size_t n = sizeof(offsets) / sizeof(offsets[0]);
+    cr_assert_leq(n, TB_MAX);
+    for (size_t i = 0; i < n; i++) {
+        tb.records[i] = json_record("ints", (int32_t)(i * 7), offsets[i], "1");
+        tb.records[i].timestamp_ms = offsets[i];
+    }
+    json_t *lines = write_and_read(&tb, n, "ints.ndjson");
+    for (size_t i = 0; i < n; i++) {
+        const json_t *l = json_array_get(lines, i);
+        cr_assert_eq(int_member(l, "offset"), offsets[i], "offset %zu", i);
+        cr_assert_eq(int_member(l, "timestamp"), offsets[i], "timestamp %zu", i);
+        cr_assert_eq(int_member(l, "partition"), (int64_t)(i * 7), "partition %zu", i);
+    }
+    json_decref(lines);
+    fx_teardown();
+}
