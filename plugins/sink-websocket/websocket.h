@@ -12,8 +12,8 @@
  *   ws_customer  the sockets of one customer on this server; in-process
  *                (no redis_url) also its sequence counter and replay ring;
  *                with Redis its pub/sub subscription
- *   ws_conn      one upgraded connection: its frame reader (ws_rx) and its
- *                resume state
+ *   ws_conn      one upgraded connection: its wslay context and its resume
+ *                state
  *
  * How a push travels (server mode): write() renders the customer and the
  * message of each record.  With Redis, one EVAL per record increments the
@@ -50,7 +50,7 @@
 /* Longest customerId (bytes), as source-http's registry routes accept. */
 #define WS_ID_MAX 512
 /* Largest message a client may send us (pongs, closes; we read nothing
- * else): closed with 1009 above it. */
+ * else): wslay closes with 1009 above it. */
 #define WS_MAX_RECV 4096
 /* How long a new socket waits for its Redis subscription to be confirmed
  * before its replay is read anyway. */
@@ -74,64 +74,6 @@ int ws_json_seq(const char *msg, size_t len, uint64_t *seq);
 /* Checks an RFC 6901 pointer for use inside a template reference: "" or
  * starting with '/', and without "}" or ":-" (which end a reference). */
 int ws_json_pointer_ok(const char *p);
-
-/* ------------------------------------------------ websocket_frame.c */
-
-enum {
-    WS_OP_CONT = 0x0,
-    WS_OP_TEXT = 0x1,
-    WS_OP_BINARY = 0x2,
-    WS_OP_CLOSE = 0x8,
-    WS_OP_PING = 0x9,
-    WS_OP_PONG = 0xa,
-};
-
-/* A frame header: 2 bytes, then 2 or 8 of length (a server's frames carry
- * no mask). */
-#define WS_FRAME_HEADER_MAX 10
-/* The most a connection holds of a frame split across reads: a masked
- * header and the largest payload it may have. */
-#define WS_RX_PART_MAX (14 + WS_MAX_RECV)
-
-/* What a connection keeps of the frames it reads (websocket_frame.c): {0}
- * is a connection that has read nothing. */
-typedef struct ws_rx {
-    unsigned char *part; /* an incomplete frame's bytes (owned), NULL between frames */
-    uint16_t part_len, part_cap;
-    uint16_t msg_len; /* bytes so far of the data message being read */
-    uint8_t msg_op;   /* its opcode (text, binary); 0 between messages */
-    uint8_t utf8;     /* a text message's UTF-8 state */
-    uint8_t begun;    /* part's header passed its checks */
-    uint8_t done;     /* a close came, or a rule was broken: nothing more is read */
-} ws_rx;
-
-typedef enum ws_rx_event {
-    WS_RX_PING,  /* payload: answer with a pong carrying it */
-    WS_RX_PONG,  /* payload */
-    WS_RX_CLOSE, /* the peer's close: code (0 none) and reason; answer with the same */
-    WS_RX_FAIL,  /* a rule broken: close with code (1002, 1007, 1009) */
-} ws_rx_event;
-
-/* What ws_rx_feed found.  Returns nonzero to read no further (the
- * connection is closing); after WS_RX_CLOSE and WS_RX_FAIL nothing more is
- * read anyway. */
-typedef int (*ws_rx_cb)(void *user, ws_rx_event ev, uint16_t code, const unsigned char *payload,
-                        size_t len);
-
-/* ws_rx_feed's "close the connection without a close frame": framing that
- * cannot be read (a control frame fragmented or over 125 bytes, a length
- * not in its shortest form). */
-#define WS_RX_BROKEN (-1)
-
-/* Reads the bytes a client sent, calling cb for each control frame and
- * broken rule, in order; an incomplete frame is kept for the next call.
- * Returns 0, WS_RX_BROKEN or CD_ERR_NOMEM (then the connection must go). */
-int ws_rx_feed(ws_rx *rx, const char *data, size_t len, ws_rx_cb cb, void *user);
-/* Frees what rx holds; it reads as {0} again. */
-void ws_rx_free(ws_rx *rx);
-/* Writes the header of a final, unmasked frame of len bytes into out;
- * returns its length. */
-size_t ws_frame_header(unsigned char out[WS_FRAME_HEADER_MAX], unsigned opcode, size_t len);
 
 /* ------------------------------------------------- websocket_auth.c */
 

@@ -10,11 +10,11 @@
  * (the "owner"); when the owner stops first, the next one takes over its
  * metrics and subscriptions.
  *
- * Frames: websocket_frame.c reads what on_data hands us (a connection keeps
- * a few bytes between frames, not a buffer); a frame we send is written as
- * one stream_write, header and payload together, into the engine's stream
- * queue (it copies), the one queue there is, bounded by stream_pending
- * against max_send_queue_bytes (a client over it is closed with 1008).
+ * Frames are wslay's event API: wslay reads through recv_cb from the bytes
+ * on_data hands us, and writes through send_cb into the engine's stream
+ * queue (stream_write copies), so wslay's own queue is always empty and the
+ * stream's queue is the one that is bounded (stream_pending against
+ * max_send_queue_bytes; a client over it is closed with 1008).
  *
  * Ordering and resume.  Every message carries the customer's seq.  With
  * Redis, a socket's server subscribes to {prefix}push:{customer} while it
@@ -39,6 +39,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <wslay/wslay.h>
 
 enum { WS_CONN_WAIT_SUB = 0, WS_CONN_REPLAY = 1, WS_CONN_LIVE = 2 };
 
@@ -64,8 +65,8 @@ struct ws_customer {
     size_t nconns;
     /* In-process: */
     uint64_t seq;
-    ws_slot *ring; /* ring_cap slots, grown (by doubling) up to replay_size */
-    size_t ring_cap, ring_start, ring_count;
+    ws_slot *ring; /* replay_size slots */
+    size_t ring_start, ring_count;
     /* Redis: */
     cd_redis_sub *sub;
 };
@@ -74,21 +75,23 @@ struct ws_conn {
     ws_server *srv;
     ws_customer *cust;
     cd_http_stream *stream; /* NULL once on_closed came */
+    wslay_event_context_ptr wslay;
     ws_conn *prev, *next;   /* srv->conns */
     ws_conn *cprev, *cnext; /* cust->conns */
     ws_conn *wnext;         /* srv->waiting */
-    ws_rx rx;
+    char id[48];
+    const char *in; /* on_data's bytes, for recv_cb */
+    size_t in_len;
+    int state;
+    int has_since;
     uint64_t since, last_sent;
     ws_held *held_head, *held_tail;
     size_t held_bytes;
     uint64_t last_recv, last_ping, wait_since;
-    uint8_t state;
-    uint8_t has_since;
-    uint8_t closing;        /* our close is written, or the stream is closing */
-    uint8_t replay_pending; /* the replay EVAL is in flight */
-    uint8_t hello_sent;
-    uint8_t gone; /* on_closed came while replay_pending: its callback frees */
-    char id[40];  /* "<iid>-<counter>": 16 + 1 + at most 20 digits */
+    int closing;
+    int replay_pending; /* the replay EVAL is in flight */
+    int hello_sent;
+    int gone; /* on_closed came while replay_pending: its callback frees */
 };
 
 struct ws_server {
@@ -116,7 +119,6 @@ struct ws_server {
     void *closed_opaque;
     uint64_t delivered, slow, auth_failures; /* totals, for an owner handover */
     pbuf scratch;                            /* in-process push without a ring */
-    pbuf frame;                              /* the frame being written */
 };
 
 /* The process-wide table.  Everything runs on the engine's loop thread. */
@@ -217,7 +219,11 @@ static ws_customer *ws_customer_get(ws_server *srv, const char *id, size_t n) {
     c = calloc(1, sizeof(*c));
     if (c == NULL) return NULL;
     c->id = malloc(n + 1);
-    if (c->id == NULL) {
+    if (!srv->use_redis && srv->opts.replay_size)
+        c->ring = calloc(srv->opts.replay_size, sizeof(*c->ring));
+    if (c->id == NULL || (!srv->use_redis && srv->opts.replay_size && c->ring == NULL)) {
+        free(c->id);
+        free(c->ring);
         free(c);
         return NULL;
     }
@@ -236,7 +242,7 @@ static ws_customer *ws_customer_get(ws_server *srv, const char *id, size_t n) {
 static void ws_customer_free(ws_customer *c) {
     ws_server *srv = c->srv;
     if (c->sub) srv->host->redis_unsubscribe(c->sub);
-    for (size_t i = 0; i < c->ring_cap; i++)
+    for (size_t i = 0; c->ring && i < srv->opts.replay_size; i++)
         pbuf_free(&c->ring[i].msg);
     free(c->ring);
     free(c->id);
@@ -255,33 +261,28 @@ static void ws_customer_remove(ws_customer *c) {
 
 /* -------------------------------------------------------------- frames */
 
-/* Writes one frame: header and payload in one stream_write (one entry in
- * the engine's queue).  -1 when it cannot (the stream is closing, no
- * memory). */
-static int ws_conn_write(ws_conn *c, unsigned opcode, const void *payload, size_t len) {
-    ws_server *srv = c->srv;
-    unsigned char hdr[WS_FRAME_HEADER_MAX];
-    size_t hl = ws_frame_header(hdr, opcode, len);
-    pbuf *f = &srv->frame;
-    f->len = 0;
-    if (c->stream == NULL || pbuf_append(f, hdr, hl) < 0 || pbuf_append(f, payload, len) < 0)
+static ssize_t ws_recv_cb(wslay_event_context_ptr w, uint8_t *buf, size_t len, int flags,
+                          void *user) {
+    ws_conn *c = user;
+    if (c->in_len == 0) {
+        wslay_event_set_error(w, WSLAY_ERR_WOULDBLOCK);
         return -1;
-    return srv->host->stream_write(c->stream, f->data, f->len) < 0 ? -1 : 0;
+    }
+    size_t n = len < c->in_len ? len : c->in_len;
+    memcpy(buf, c->in, n);
+    c->in += n;
+    c->in_len -= n;
+    return (ssize_t)n;
 }
 
-/* A close frame: code (0: none, then no reason) and at most 123 bytes of
- * reason. */
-static void ws_conn_write_close(ws_conn *c, uint16_t code, const void *reason, size_t len) {
-    unsigned char pl[125];
-    size_t n = 0;
-    if (code) {
-        if (len > sizeof(pl) - 2) len = sizeof(pl) - 2;
-        pl[0] = (unsigned char)(code >> 8);
-        pl[1] = (unsigned char)code;
-        if (len) memcpy(pl + 2, reason, len);
-        n = 2 + len;
+static ssize_t ws_send_cb(wslay_event_context_ptr w, const uint8_t *data, size_t len, int flags,
+                          void *user) {
+    ws_conn *c = user;
+    if (c->stream == NULL || c->srv->host->stream_write(c->stream, data, len) < 0) {
+        wslay_event_set_error(w, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
     }
-    ws_conn_write(c, WS_OP_CLOSE, pl, n);
+    return (ssize_t)len;
 }
 
 static void ws_registry_refresh(ws_conn *c) {
@@ -301,6 +302,19 @@ static void ws_registry_refresh(ws_conn *c) {
     free(nkey);
 }
 
+static void ws_on_msg_cb(wslay_event_context_ptr w, const struct wslay_event_on_msg_recv_arg *arg,
+                         void *user) {
+    ws_conn *c = user;
+    /* Clients have nothing to say; a pong keeps the registry entry alive. */
+    if (arg->opcode == WSLAY_PONG) ws_registry_refresh(c);
+}
+
+static const struct wslay_event_callbacks ws_wslay_cbs = {
+    .recv_callback = ws_recv_cb,
+    .send_callback = ws_send_cb,
+    .on_msg_recv_callback = ws_on_msg_cb,
+};
+
 /* Queues one text message; -1 when the connection is (now) closing.  A
  * bounded send over max_send_queue_bytes closes the socket with 1008; a
  * replay is not bounded that way (it is at most replay_size messages, and a
@@ -319,7 +333,9 @@ static int ws_conn_send(ws_conn *c, const char *msg, size_t len, int bounded) {
         ws_conn_close(c, 1008, "send queue full");
         return -1;
     }
-    if (ws_conn_write(c, WS_OP_TEXT, msg, len) != 0) {
+    struct wslay_event_msg m = {
+        .opcode = WSLAY_TEXT_FRAME, .msg = (const uint8_t *)msg, .msg_length = len};
+    if (wslay_event_queue_msg(c->wslay, &m) != 0 || wslay_event_send(c->wslay) != 0) {
         c->closing = 1;
         srv->host->stream_close(c->stream);
         return -1;
@@ -332,7 +348,8 @@ static int ws_conn_send(ws_conn *c, const char *msg, size_t len, int bounded) {
 static void ws_conn_close(ws_conn *c, uint16_t code, const char *reason) {
     if (c->closing || c->stream == NULL) return;
     c->closing = 1;
-    ws_conn_write_close(c, code, reason, strlen(reason));
+    wslay_event_queue_close(c->wslay, code, (const uint8_t *)reason, strlen(reason));
+    wslay_event_send(c->wslay);
     c->srv->host->stream_close(c->stream);
 }
 
@@ -431,9 +448,10 @@ static void ws_conn_replay_local(ws_conn *c) {
     ws_customer *cu = c->cust;
     c->last_sent = ws_resume_from(c, cu->seq);
     ws_conn_hello(c, cu->seq);
+    size_t size = c->srv->opts.replay_size;
     if (c->has_since)
         for (size_t i = 0; i < cu->ring_count && !c->closing; i++) {
-            ws_slot *s = &cu->ring[(cu->ring_start + i) % cu->ring_cap];
+            ws_slot *s = &cu->ring[(cu->ring_start + i) % size];
             if (s->seq > c->last_sent && ws_conn_send(c, s->msg.data, s->msg.len, 0) == 0)
                 c->last_sent = s->seq;
         }
@@ -576,42 +594,27 @@ static void ws_conn_begin(ws_conn *c) {
         uv_timer_start(&srv->subwait, ws_on_subwait, 0, 5);
 }
 
-/* What the client's frames ask for (ws_rx_feed). */
-static int ws_on_frame(void *user, ws_rx_event ev, uint16_t code, const unsigned char *payload,
-                       size_t len) {
-    ws_conn *c = user;
-    switch (ev) {
-    case WS_RX_PONG:
-        /* Clients have nothing to say; a pong keeps the registry entry alive. */
-        ws_registry_refresh(c);
-        break;
-    case WS_RX_PING:
-        if (ws_conn_write(c, WS_OP_PONG, payload, len) != 0) {
-            c->closing = 1;
-            c->srv->host->stream_close(c->stream);
-        }
-        break;
-    case WS_RX_CLOSE:
-    case WS_RX_FAIL:
-        /* The answer to a close carries its code and reason; a broken rule
-         * gets its code.  Then the socket goes, once that is written. */
-        ws_conn_write_close(c, code, payload, len);
-        c->closing = 1;
-        c->srv->host->stream_close(c->stream);
-        break;
-    }
-    return c->closing;
-}
-
 static void ws_on_data(cd_http_stream *s, const char *data, size_t len, void *opaque) {
     ws_conn *c = opaque;
     ws_server *srv = c->srv;
     c->last_recv = uv_now(srv->loop);
-    /* Once our close is written, what the client still says changes
-     * nothing. */
-    if (c->closing) return;
-    int r = ws_rx_feed(&c->rx, data, len, ws_on_frame, c);
-    if (r != 0 && !c->closing) {
+    c->in = data;
+    c->in_len = len;
+    int r = wslay_event_get_read_enabled(c->wslay) ? wslay_event_recv(c->wslay) : 0;
+    c->in = NULL;
+    c->in_len = 0;
+    if (r != 0) {
+        c->closing = 1;
+        srv->host->stream_close(s);
+        return;
+    }
+    /* Pongs and the answer to a close. */
+    if (wslay_event_want_write(c->wslay) && wslay_event_send(c->wslay) != 0) {
+        c->closing = 1;
+        srv->host->stream_close(s);
+        return;
+    }
+    if (wslay_event_get_close_received(c->wslay) && !(c->closing && c->stream == NULL)) {
         c->closing = 1;
         srv->host->stream_close(s);
     }
@@ -664,7 +667,8 @@ static void ws_on_closed(cd_http_stream *s, void *opaque) {
     ws_conn_unlink(c);
     ws_count(srv, 0, 0);
     ws_conn_free_held(c);
-    ws_rx_free(&c->rx);
+    wslay_event_context_free(c->wslay);
+    c->wslay = NULL;
     if (c->replay_pending)
         c->gone = 1;
     else
@@ -683,7 +687,8 @@ static void ws_on_tick(uv_timer_t *t) {
         }
         if (now - c->last_ping >= srv->opts.ping_interval_ms) {
             c->last_ping = now;
-            if (ws_conn_write(c, WS_OP_PING, NULL, 0) != 0) {
+            struct wslay_event_msg m = {.opcode = WSLAY_PING, .msg = NULL, .msg_length = 0};
+            if (wslay_event_queue_msg(c->wslay, &m) != 0 || wslay_event_send(c->wslay) != 0) {
                 c->closing = 1;
                 srv->host->stream_close(c->stream);
             }
@@ -796,14 +801,16 @@ static void ws_handle_upgrade(ws_server *srv, cd_http_request *req) {
     ws_conn *c = calloc(1, sizeof(*c));
     ws_customer *cu = c ? ws_customer_get(srv, sub, strlen(sub)) : NULL;
     free(sub);
-    if (c == NULL || cu == NULL) {
+    if (c == NULL || cu == NULL || wslay_event_context_server_init(&c->wslay, &ws_wslay_cbs, c)) {
         free(c);
         ws_respond_json(srv, req, 503, "out of memory", h_retry);
         return;
     }
+    wslay_event_config_set_max_recv_msg_length(c->wslay, WS_MAX_RECV);
     char err[256];
     if (srv->use_redis && cu->sub == NULL && ws_customer_subscribe(srv, cu, err, sizeof(err)) < 0) {
         h->log(srv->inst, CD_LOG_WARN, "subscribe for %s: %s", cu->id, err);
+        wslay_event_context_free(c->wslay);
         free(c);
         if (cu->nconns == 0) ws_customer_remove(cu);
         ws_respond_json(srv, req, 503, "Redis unavailable", h_retry);
@@ -818,6 +825,7 @@ static void ws_handle_upgrade(ws_server *srv, cd_http_request *req) {
     int r = h->http_upgrade(req, headers, &cbs, c, &stream);
     if (r < 0) {
         if (r == CD_ERR_INVALID) ws_respond_json(srv, req, 500, "upgrade failed", NULL);
+        wslay_event_context_free(c->wslay);
         free(c);
         if (cu->nconns == 0 && srv->use_redis) ws_customer_remove(cu);
         return;
@@ -902,26 +910,13 @@ int ws_server_push_local(ws_server *srv, const char *cust, size_t cust_len, cons
     uint64_t n = cu->seq + 1;
     size_t size = srv->opts.replay_size;
     if (size) {
-        /* The ring grows as the customer's messages come (most customers
-         * get a few): full below replay_size, it doubles; it wraps only at
-         * replay_size, so until then it starts at 0 and realloc keeps the
-         * order. */
-        if (cu->ring_count == cu->ring_cap && cu->ring_cap < size) {
-            size_t cap = cu->ring_cap ? cu->ring_cap * 2 : 2;
-            if (cap > size) cap = size;
-            ws_slot *ring = realloc(cu->ring, cap * sizeof(*ring));
-            if (ring == NULL) return CD_ERR_NOMEM;
-            memset(ring + cu->ring_cap, 0, (cap - cu->ring_cap) * sizeof(*ring));
-            cu->ring = ring;
-            cu->ring_cap = cap;
-        }
         ws_slot *s;
-        if (cu->ring_count < cu->ring_cap) {
-            s = &cu->ring[(cu->ring_start + cu->ring_count) % cu->ring_cap];
+        if (cu->ring_count < size) {
+            s = &cu->ring[(cu->ring_start + cu->ring_count) % size];
             cu->ring_count++;
         } else {
             s = &cu->ring[cu->ring_start];
-            cu->ring_start = (cu->ring_start + 1) % cu->ring_cap;
+            cu->ring_start = (cu->ring_start + 1) % size;
         }
         out = &s->msg;
         s->seq = n;
@@ -947,7 +942,6 @@ static void ws_server_free(ws_server *srv) {
     }
     free(srv->buckets);
     pbuf_free(&srv->scratch);
-    pbuf_free(&srv->frame);
     ws_server_opts_free(&srv->opts);
     free(srv);
 }

@@ -53,12 +53,6 @@ static int http_conf_load_schema(http_topic *t, const char *dir, char *errbuf, s
         snprintf(errbuf, errlen, "schemas_dir: %s: %s", path, why);
         return CD_ERR_INVALID;
     }
-    /* Compiled once for the fast path of the per-event check. */
-    t->fast = http_cschema_compile(t->schema);
-    if (t->fast == NULL) {
-        snprintf(errbuf, errlen, "out of memory");
-        return CD_ERR_NOMEM;
-    }
     return 0;
 }
 
@@ -233,7 +227,6 @@ void http_conf_destroy(http_ctx *ctx) {
     for (size_t i = 0; i < ctx->ntopics; i++) {
         free(ctx->topics[i].name);
         json_decref(ctx->topics[i].schema);
-        http_cschema_free(ctx->topics[i].fast);
     }
     free(ctx->topics);
     http_pointer_free(&ctx->key);

@@ -12,7 +12,7 @@
  * Validation stops at the first problem and names it by JSON pointer
  * ("/data/riskLevel"), which is what a client needs to fix its request.
  */
-#include "http_schema.h"
+#include "http.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -80,7 +80,7 @@ nomem:
 }
 
 /* An array index per RFC 6901: "0" or digits without a leading zero. */
-int http_pointer_index(const char *tok, size_t len, size_t *out) {
+static int http_pointer_index(const char *tok, size_t len, size_t *out) {
     if (len == 0 || len > 9 || (len > 1 && tok[0] == '0')) return -1;
     size_t v = 0;
     for (size_t i = 0; i < len; i++) {
