@@ -263,34 +263,100 @@ static json_t *http_event_result(const http_pending *p, const http_event *ev) {
     return o;
 }
 
+/* The decimal text of v at out (room for 20 bytes); its length.  What
+ * "%lld" writes, without snprintf. */
+static size_t http_fmt_int(char *out, int64_t v) {
+    char tmp[20];
+    size_t n = 0, k = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) out[k++] = '-';
+    while (n)
+        out[k++] = tmp[--n];
+    return k;
+}
+
+/* 1 when s[0..n) goes into a JSON string as it is (no '"', '\\' or
+ * control character: what pbuf_json_string would escape). */
+static int http_json_plain(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == '"' || c == '\\') return 0;
+    }
+    return 1;
+}
+
 /* The answer to one stored event, {"topic":..,"partition":..,"offset":..,
  * "eventId":..} as http_event_result + http_send_json would write it,
  * without a jansson tree and its dozen allocations per request.  Returns
  * -1 (nothing sent) when memory runs out. */
 static int http_send_stored(http_ctx *ctx, http_pending *p, const http_event *ev) {
     pbuf *b = &ctx->answer;
+    const http_topic *t = p->topic;
     const char *id = ev->event_id ? ev->event_id : "";
-    char nums[80];
-    int nl = snprintf(nums, sizeof(nums),
-                      ",\"partition\":%d,\"offset\":%lld,\"eventId\":", (int)ev->partition,
-                      (long long)ev->offset);
+    size_t idlen = strlen(id);
+    static const char off[] = ",\"offset\":", eid[] = ",\"eventId\":";
+    /* The head {"topic":"...","partition": was written once, in init. */
     b->len = 0;
-    if (pbuf_append(b, "{\"topic\":", 9) < 0 ||
-        pbuf_json_string(b, p->topic->name, strlen(p->topic->name)) < 0 ||
-        pbuf_append(b, nums, (size_t)nl) < 0 || pbuf_json_string(b, id, strlen(id)) < 0 ||
-        pbuf_append(b, "}", 1) < 0)
+    if (pbuf_reserve(b, t->answer_head_len + 20 + sizeof(off) + 20 + sizeof(eid) + 2) < 0)
         return -1;
+    char *o = b->data;
+    memcpy(o, t->answer_head, t->answer_head_len);
+    o += t->answer_head_len;
+    o += http_fmt_int(o, ev->partition);
+    memcpy(o, off, sizeof(off) - 1);
+    o += sizeof(off) - 1;
+    o += http_fmt_int(o, ev->offset);
+    memcpy(o, eid, sizeof(eid) - 1);
+    o += sizeof(eid) - 1;
+    b->len = (size_t)(o - b->data);
+    if (http_json_plain(id, idlen)) {
+        /* Nothing to escape (an assigned id never has anything). */
+        if (pbuf_reserve(b, idlen + 3) < 0) return -1;
+        o = b->data + b->len;
+        *o++ = '"';
+        memcpy(o, id, idlen);
+        o += idlen;
+        memcpy(o, "\"}", 3);
+        b->len += idlen + 3;
+    } else if (pbuf_json_string(b, id, idlen) < 0 || pbuf_append(b, "}", 1) < 0) {
+        return -1;
+    }
     static const char *const headers[] = {"Cache-Control: no-store", NULL};
     return ctx->host->http_respond(p->req, 202, "application/json", b->data, b->len, headers) < 0
                ? -1
                : 0;
 }
 
+/* A zeroed pending for n events: a single event's from the spares when
+ * there is one (the steady state of one-event POSTs allocates nothing). */
+static http_pending *http_pending_new(http_ctx *ctx, size_t n) {
+    http_pending *p = NULL;
+    if (n == 1 && ctx->spare) {
+        p = ctx->spare;
+        ctx->spare = p->next;
+        ctx->nspare--;
+        memset(p, 0, sizeof(*p) + sizeof(http_event));
+        return p;
+    }
+    return calloc(1, sizeof(*p) + n * sizeof(http_event));
+}
+
 static void http_pending_free(http_pending *p) {
     for (size_t i = 0; i < p->nevents; i++) {
-        free(p->events[i].event_id);
+        if (p->events[i].event_id != p->events[i].id_inline) free(p->events[i].event_id);
         free(p->events[i].error);
         free(p->events[i].field);
+    }
+    http_ctx *ctx = p->ctx;
+    if (ctx && p->nevents == 1 && ctx->nspare < HTTP_SPARE_MAX) {
+        p->next = ctx->spare;
+        ctx->spare = p;
+        ctx->nspare++;
+        return;
     }
     free(p);
 }
@@ -427,7 +493,7 @@ static void http_on_ack_timer(uv_timer_t *t) {
 }
 
 /* A fresh random (version 4) UUID in out. */
-static int http_uuid4(http_ctx *ctx, char out[37]) {
+static int http_uuid4(http_ctx *ctx, char *out) {
     if (ctx->random_used + 16 > HTTP_RANDOM_POOL) {
         size_t got = 0;
         while (got < HTTP_RANDOM_POOL) {
@@ -458,9 +524,10 @@ static int http_is_ws(char c) {
 
 /* The record value: the posted text without surrounding whitespace and,
  * when the eventId was assigned here, with it inserted as the first member,
- * so that every other byte is the client's. */
+ * so that every other byte is the client's.  An assigned id is a UUID:
+ * nothing in it needs escaping. */
 static int http_value(http_ctx *ctx, const char *text, size_t len, const char *assigned_id,
-                      const char **out, size_t *outlen) {
+                      size_t idlen, const char **out, size_t *outlen) {
     while (len && http_is_ws(text[0]))
         text++, len--;
     while (len && http_is_ws(text[len - 1]))
@@ -475,104 +542,63 @@ static int http_value(http_ctx *ctx, const char *text, size_t len, const char *a
     while (i < len && http_is_ws(text[i]))
         i++;
     int empty = text[i] == '}';
-    size_t need = len + strlen(assigned_id) + 16;
+    static const char head[] = "{\"eventId\":\"";
+    size_t need = sizeof(head) + idlen + 2 + len;
     if (need > ctx->scratch_cap) {
         char *s = realloc(ctx->scratch, need);
         if (s == NULL) return CD_ERR_NOMEM;
         ctx->scratch = s;
         ctx->scratch_cap = need;
     }
-    int n = snprintf(ctx->scratch, ctx->scratch_cap, "{\"eventId\":\"%s\"%s", assigned_id,
-                     empty ? "" : ",");
-    memcpy(ctx->scratch + n, text + 1, len - 1);
-    *out = ctx->scratch;
-    *outlen = (size_t)n + len - 1;
+    char *s = ctx->scratch;
+    size_t n = sizeof(head) - 1;
+    memcpy(s, head, n);
+    memcpy(s + n, assigned_id, idlen);
+    n += idlen;
+    s[n++] = '"';
+    if (!empty) s[n++] = ',';
+    memcpy(s + n, text + 1, len - 1);
+    *out = s;
+    *outlen = n + len - 1;
     return 0;
 }
 
-/* One event: parse, eventId, schema, key, produce.  Settles ev unless it
- * was handed to the producer (then its delivery report will). */
+/* The eventId generator the check calls when an event has none. */
+static int http_gen_id(void *opaque, char *out) {
+    return http_uuid4(opaque, out);
+}
+
+/* Keeps the event's id for the answer (and the log): inline when it fits,
+ * as UUIDs do. */
+static int http_event_set_id(http_event *ev, const char *id, size_t len) {
+    char *dst = ev->id_inline;
+    if (len >= sizeof(ev->id_inline)) {
+        dst = malloc(len + 1);
+        if (dst == NULL) return -1;
+    }
+    memcpy(dst, id, len);
+    dst[len] = '\0';
+    ev->event_id = dst;
+    return 0;
+}
+
+/* One event: check (JSON, eventId, schema, key), then produce.  Settles ev
+ * unless it was handed to the producer (then its delivery report will). */
 static void http_submit_event(http_ctx *ctx, http_pending *p, http_event *ev, const char *text,
                               size_t len) {
     char msg[HTTP_ERROR_MAX];
-    json_error_t jerr;
-    json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (doc == NULL) {
-        if (p->batch)
-            snprintf(msg, sizeof(msg), "invalid JSON at column %d: %s", jerr.column, jerr.text);
-        else
-            snprintf(msg, sizeof(msg), "invalid JSON at line %d, column %d: %s", jerr.line,
-                     jerr.column, jerr.text);
-        ev->field_null = 1;
-        http_event_settle(ev, 400, msg, NULL);
-        return;
-    }
-    if (!json_is_object(doc)) {
-        http_event_settle(ev, 400, "an event must be a JSON object", "");
+    http_verdict v;
+    http_event_check(p->topic->schema, p->topic->fast, &ctx->key, p->batch, text, len, http_gen_id,
+                     ctx, &v);
+    if (v.status) {
+        ev->field_null = v.field_null;
+        http_event_settle(ev, v.status, v.error, v.field);
         goto out;
     }
-
-    /* The eventId: the client's, or a fresh one, before the schema sees the
-     * event (so a schema may require it). */
-    char assigned[37];
-    const char *id = NULL;
-    const json_t *idv = json_object_get(doc, "eventId");
-    if (idv == NULL) {
-        if (http_uuid4(ctx, assigned) < 0) {
-            http_event_settle(ev, 503, "cannot generate an eventId (no randomness); send one",
-                              NULL);
-            goto out;
-        }
-        json_object_set_new(doc, "eventId", json_string(assigned));
-        id = assigned;
-    } else if (!json_is_string(idv)) {
-        http_event_settle(ev, 400, "must be a string (a UUID)", "/eventId");
-        goto out;
-    } else if (json_string_length(idv) == 0 || json_string_length(idv) > HTTP_EVENT_ID_MAX) {
-        http_event_settle(ev, 400, "must be 1 to 128 bytes long (a UUID)", "/eventId");
-        goto out;
-    }
-    ev->event_id = strdup(id ? id : json_string_value(idv));
-    if (ev->event_id == NULL) {
+    if (http_event_set_id(ev, v.event_id, v.event_id_len) < 0) {
         http_event_settle(ev, 503, "out of memory", NULL);
         goto out;
     }
-
-    http_problem pr;
-    if (http_schema_validate(p->topic->schema, doc, &pr) < 0) {
-        http_event_settle(ev, 400, pr.error, pr.field);
-        goto out;
-    }
-
-    /* The key: a string as is, a number as its text. */
-    char numkey[32];
-    const char *key = NULL;
-    size_t keylen = 0;
-    const json_t *k = http_pointer_get(&ctx->key, doc);
-    if (json_is_string(k)) {
-        key = json_string_value(k);
-        keylen = json_string_length(k);
-    } else if (json_is_integer(k)) {
-        keylen = (size_t)snprintf(numkey, sizeof(numkey), "%" JSON_INTEGER_FORMAT,
-                                  json_integer_value(k));
-        key = numkey;
-    } else if (json_is_real(k)) {
-        keylen = (size_t)snprintf(numkey, sizeof(numkey), "%.17g", json_real_value(k));
-        key = numkey;
-    }
-    if (k == NULL) {
-        http_event_settle(ev, 400, "the Kafka key field is missing", ctx->key.text);
-        goto out;
-    }
-    if (key == NULL) {
-        http_event_settle(ev, 400, "the Kafka key must be a string or a number", ctx->key.text);
-        goto out;
-    }
-    if (keylen == 0) {
-        http_event_settle(ev, 400, "the Kafka key must not be empty", ctx->key.text);
-        goto out;
-    }
-
     if (p->stop_producing) {
         /* An earlier line was refused: producing this one could reorder a
          * customer's events when the client resends the refused one. */
@@ -584,13 +610,14 @@ static void http_submit_event(http_ctx *ctx, http_pending *p, http_event *ev, co
     }
     const char *value;
     size_t vlen;
-    if (http_value(ctx, text, len, id, &value, &vlen) < 0) {
+    if (http_value(ctx, text, len, v.assigned ? v.event_id : NULL, v.event_id_len, &value, &vlen) <
+        0) {
         http_event_settle(ev, 503, "out of memory", NULL);
         goto out;
     }
     char err[256] = "";
     p->outstanding++;
-    int r = ctx->host->produce(ctx->inst, p->topic->name, key, keylen, value, vlen, NULL, 0,
+    int r = ctx->host->produce(ctx->inst, p->topic->name, v.key, v.keylen, value, vlen, NULL, 0,
                                http_on_delivery, ev, err, sizeof(err));
     if (r < 0) {
         p->outstanding--;
@@ -608,7 +635,7 @@ static void http_submit_event(http_ctx *ctx, http_pending *p, http_event *ev, co
         }
     }
 out:
-    json_decref(doc);
+    http_verdict_release(&v);
 }
 
 static int http_blank(const char *s, size_t len) {
@@ -641,7 +668,7 @@ static void http_ingest(http_ctx *ctx, cd_http_request *req, const http_topic *t
             return;
         }
     }
-    http_pending *p = calloc(1, sizeof(*p) + n * sizeof(http_event));
+    http_pending *p = http_pending_new(ctx, n);
     if (p == NULL) {
         http_send_error(ctx, req, 503, "out of memory", NULL, ctx->retry_after, NULL);
         return;

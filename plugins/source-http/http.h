@@ -1,8 +1,9 @@
 /*
  * source-http — the context of one configured HTTP ingest source.
  *
- * Private to the plugin (http.c, http_conf.c, http_schema.c, http_auth.c and
- * http_ws.c include it; nothing else does).  The structs:
+ * Private to the plugin (http.c, http_conf.c, http_auth.c and http_ws.c
+ * include it; nothing else does; what an event must be is in
+ * http_schema.h).  The structs:
  *
  *   http_ctx      one configured source: options, topics with their schemas,
  *                 auth, the server, requests waiting for delivery reports
@@ -25,6 +26,7 @@
 #include <connectd/plugin.h>
 
 #include "buf.h"
+#include "http_schema.h"
 #include "jwt_verify.h"
 
 #include <jansson.h>
@@ -33,63 +35,13 @@
 
 #define http_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-/* Longest eventId a client may send (bytes).  Ours are 36. */
-#define HTTP_EVENT_ID_MAX 128
-
-/* Room for a validation problem: the field (a JSON pointer) and what is
- * wrong with it.  Longer ones are cut, which only shortens a message. */
-#define HTTP_FIELD_MAX 256
-#define HTTP_ERROR_MAX 256
+/* Freed one-event pendings kept for the next request: enough for the
+ * requests one loop pass typically answers. */
+#define HTTP_SPARE_MAX 256
 
 /* Unpredictable bytes for eventIds are read from getrandom(2) this many at
  * a time (a UUID takes 16). */
 #define HTTP_RANDOM_POOL 512
-
-/* ------------------------------------------------------- JSON pointers */
-
-/* An RFC 6901 JSON pointer, split and unescaped once (in init) so that
- * resolving it per event is a few hash lookups. */
-typedef struct http_pointer {
-    char *text;     /* as configured, e.g. "/customerId" (owned) */
-    size_t ntokens; /* 0: the whole document */
-    char **tokens;  /* unescaped reference tokens (owned) */
-    size_t *lens;
-} http_pointer;
-
-/* Parses `text` into *out.  Returns 0, or CD_ERR_INVALID with errbuf saying
- * why (a pointer must be "" or start with '/'; '~' must be "~0" or "~1"). */
-int http_pointer_parse(const char *text, http_pointer *out, char *errbuf, size_t errlen);
-void http_pointer_free(http_pointer *p);
-/* The value `p` points at in doc, or NULL. */
-const json_t *http_pointer_get(const http_pointer *p, const json_t *doc);
-
-/* ------------------------------------------------------ http_schema.c */
-
-/* What is wrong with an event: `field` is a JSON pointer into it ("" for the
- * event as a whole). */
-typedef struct http_problem {
-    char field[HTTP_FIELD_MAX];
-    char error[HTTP_ERROR_MAX];
-} http_problem;
-
-/* Checks that `schema` uses only the subset of JSON Schema that
- * http_schema_validate implements (see README.md), so that a schema never
- * silently means less than its author thinks.  Returns 0, or CD_ERR_INVALID
- * with errbuf like "properties.data.type: unknown type \"strng\"". */
-int http_schema_check(const json_t *schema, char *errbuf, size_t errlen);
-
-/* Validates `value` against a checked schema.  Returns 0, or -1 with the
- * first problem found in *pr (required members first, then members in
- * document order). */
-int http_schema_validate(const json_t *schema, const json_t *value, http_problem *pr);
-
-/* The string formats the subset knows (also used for eventIds). */
-int http_is_uuid(const char *s, size_t len);
-int http_is_date_time(const char *s, size_t len);
-
-/* Appends the RFC 6901 escape of name[0..len) to a pointer being built in
- * buf (NUL-terminated, bufsize bytes); cuts it when it does not fit. */
-void http_pointer_append(char *buf, size_t bufsize, const char *name, size_t len);
 
 /* -------------------------------------------------------- http_auth.c */
 
@@ -134,8 +86,11 @@ typedef struct http_pending http_pending;
 
 /* One allow-listed topic and the schema its events must match. */
 typedef struct http_topic {
-    char *name;     /* owned */
-    json_t *schema; /* owned reference */
+    char *name;         /* owned */
+    json_t *schema;     /* owned reference */
+    http_cschema *fast; /* schema compiled for the fast path (owned); NULL: none */
+    char *answer_head;  /* {"topic":"<name>","partition": of a 202 answer (owned) */
+    size_t answer_head_len;
 } http_topic;
 
 /* An event's outcome.  0 while it waits for its delivery report. */
@@ -146,9 +101,10 @@ typedef struct http_event {
     int32_t partition;
     int64_t offset;
     size_t line;    /* NDJSON: 1-based line number */
-    char *event_id; /* owned; NULL when the event never got that far */
+    char *event_id; /* id_inline or owned; NULL when the event never got that far */
     char *error;    /* owned; the problem, for 400 and 503 */
     char *field;    /* owned; 400: the JSON pointer of the field at fault */
+    char id_inline[HTTP_UUID_LEN + 1]; /* event_id when it fits (a UUID does) */
 } http_event;
 
 enum { HTTP_ON_NONE = 0, HTTP_ON_WAITING = 1, HTTP_ON_DRAINING = 2 };
@@ -231,6 +187,8 @@ struct http_ctx {
     pbuf answer; /* the answer to a stored event, reused */
     char *scratch;
     size_t scratch_cap;
+    http_pending *spare; /* freed one-event pendings, kept for reuse (linked by next) */
+    size_t nspare;
 
     unsigned char random[HTTP_RANDOM_POOL];
     size_t random_used; /* bytes of `random` already handed out */

@@ -53,6 +53,12 @@ static int http_conf_load_schema(http_topic *t, const char *dir, char *errbuf, s
         snprintf(errbuf, errlen, "schemas_dir: %s: %s", path, why);
         return CD_ERR_INVALID;
     }
+    /* Compiled once for the fast path of the per-event check. */
+    t->fast = http_cschema_compile(t->schema);
+    if (t->fast == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return CD_ERR_NOMEM;
+    }
     return 0;
 }
 
@@ -94,6 +100,17 @@ static int http_conf_topics(http_ctx *ctx, const cd_host *host, const cd_config 
             snprintf(errbuf, errlen, "out of memory");
             return CD_ERR_NOMEM;
         }
+        /* The start of every 202 answer for this topic, written once. */
+        pbuf head = {0};
+        if (pbuf_append(&head, "{\"topic\":", 9) < 0 ||
+            pbuf_json_string(&head, name, strlen(name)) < 0 ||
+            pbuf_append(&head, ",\"partition\":", 13) < 0) {
+            pbuf_free(&head);
+            snprintf(errbuf, errlen, "out of memory");
+            return CD_ERR_NOMEM;
+        }
+        t->answer_head = head.data;
+        t->answer_head_len = head.len;
         int r = http_conf_load_schema(t, dir, errbuf, errlen);
         if (r < 0) return r;
         if (!http_conf_root_is_object(t->schema)) {
@@ -227,6 +244,8 @@ void http_conf_destroy(http_ctx *ctx) {
     for (size_t i = 0; i < ctx->ntopics; i++) {
         free(ctx->topics[i].name);
         json_decref(ctx->topics[i].schema);
+        http_cschema_free(ctx->topics[i].fast);
+        free(ctx->topics[i].answer_head);
     }
     free(ctx->topics);
     http_pointer_free(&ctx->key);
@@ -234,6 +253,11 @@ void http_conf_destroy(http_ctx *ctx) {
     free(ctx->listen);
     free(ctx->ws_prefix);
     free(ctx->scratch);
+    while (ctx->spare) {
+        http_pending *p = ctx->spare;
+        ctx->spare = p->next;
+        free(p);
+    }
     pbuf_free(&ctx->answer);
     free(ctx);
 }

@@ -12,7 +12,7 @@
  * Validation stops at the first problem and names it by JSON pointer
  * ("/data/riskLevel"), which is what a client needs to fix its request.
  */
-#include "http.h"
+#include "http_schema.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -80,7 +80,7 @@ nomem:
 }
 
 /* An array index per RFC 6901: "0" or digits without a leading zero. */
-static int http_pointer_index(const char *tok, size_t len, size_t *out) {
+int http_pointer_index(const char *tok, size_t len, size_t *out) {
     if (len == 0 || len > 9 || (len > 1 && tok[0] == '0')) return -1;
     size_t v = 0;
     for (size_t i = 0; i < len; i++) {
@@ -137,18 +137,23 @@ static int http_digits(const char *s, size_t n, int *out) {
     return 0;
 }
 
+/* Whether s[0..n) are all hex digits, either case. */
+static int http_hex_run(const char *s, size_t n) {
+    static const unsigned char hex[256] = {
+        ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+        ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+        ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1};
+    unsigned all = 1;
+    for (size_t i = 0; i < n; i++)
+        all &= hex[(unsigned char)s[i]];
+    return (int)all;
+}
+
 int http_is_uuid(const char *s, size_t len) {
     /* 8-4-4-4-12 hex digits, either case, any version (RFC 4122's text form). */
-    if (len != 36) return 0;
-    for (size_t i = 0; i < 36; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-') return 0;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
-            return 0;
-        }
-    }
-    return 1;
+    return len == 36 && s[8] == '-' && s[13] == '-' && s[18] == '-' && s[23] == '-' &&
+           http_hex_run(s, 8) && http_hex_run(s + 9, 4) && http_hex_run(s + 14, 4) &&
+           http_hex_run(s + 19, 4) && http_hex_run(s + 24, 12);
 }
 
 /* RFC 3339 section 5.6 date-time, e.g. 2024-05-01T12:00:00.000Z or
