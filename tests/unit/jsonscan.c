@@ -128,6 +128,25 @@ Test(jsonscan, fast_string_scans_agree_with_the_byte_loop) {
             jsonscan_set_mode(mode);
             r[mode] = json_validate(buf, len, e[mode], sizeof(e[mode]));
         }
+        /* The same string as an object's key and as its value. */
+        char obj[2 * sizeof(buf) + 4];
+        size_t on = 0;
+        obj[on++] = '{';
+        memcpy(obj + on, buf, len), on += len;
+        obj[on++] = ':';
+        memcpy(obj + on, buf, len), on += len;
+        obj[on++] = '}';
+        int ro[3];
+        char eo[3][96];
+        for (int mode = 0; mode < 3; mode++) {
+            eo[mode][0] = '\0';
+            jsonscan_set_mode(mode);
+            ro[mode] = json_validate(obj, on, eo[mode], sizeof(eo[mode]));
+        }
+        cr_assert(ro[0] == ro[2] && ro[1] == ro[2] && strcmp(eo[0], eo[2]) == 0 &&
+                      strcmp(eo[1], eo[2]) == 0,
+                  "modes disagree on %.*s: %d/%d/%d (%s | %s | %s)", (int)on, obj, ro[0], ro[1],
+                  ro[2], eo[0], eo[1], eo[2]);
         jsonscan_set_mode(0);
         valid_seen += r[2] == 0;
         if (r[0] != r[2] || r[1] != r[2] || strcmp(e[0], e[2]) != 0 || strcmp(e[1], e[2]) != 0)
