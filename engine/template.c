@@ -263,6 +263,7 @@ typedef struct scan {
 
 /* Thin adapters over jsonscan.c's scanner, so both rooms read one grammar. */
 static void scan_ws(scan *s) {
+    if (s->p<s->end && * s->p> ' ') return; /* no whitespace here: the common case */
     s->p = (const unsigned char *)json_skip_ws((const char *)s->p, (const char *)s->end);
 }
 

@@ -161,3 +161,31 @@ Test(dynamodb_attr, errors_name_the_nested_path) {
     EXPECT_MAP("{\"a\":{\"b\":[{\"c\":\"x\"}]}}", "{\"a.b[].c\":\"N\"}", NULL,
                "not a number for type N at a.b[].c at offset 19");
 }
+
+/* The string scan jumps 16 bytes at a time: an escaped quote or backslash
+ * at every position of strings around that size is still inside the
+ * string, and the text comes out unchanged. */
+Test(dynamodb_attr, escapes_at_every_position_of_long_strings_stay_inside) {
+    static const char *const escapes[] = {"\\\"", "\\\\", "\\u0022", "\\/"};
+    for (size_t e = 0; e < sizeof(escapes) / sizeof(escapes[0]); e++) {
+        for (size_t len = 0; len < 40; len++) {
+            for (size_t at = 0; at <= len; at++) {
+                char str[128] = "";
+                size_t n = 0;
+                for (size_t i = 0; i < len; i++) {
+                    if (i == at) n += (size_t)sprintf(str + n, "%s", escapes[e]);
+                    str[n++] = (char)('a' + i % 26);
+                }
+                if (at == len) n += (size_t)sprintf(str + n, "%s", escapes[e]);
+                str[n] = '\0';
+                char json[256], want[256];
+                snprintf(json, sizeof(json), "{\"k\":\"%s\",\"z\":\"%s\"}", str, str);
+                snprintf(want, sizeof(want), "{\"k\":{\"S\":\"%s\"},\"z\":{\"S\":\"%s\"}}", str,
+                         str);
+                char *got = map(json, NULL, NULL);
+                cr_assert_str_eq(got, want, "escape %zu len %zu at %zu", e, len, at);
+                free(got);
+            }
+        }
+    }
+}
