@@ -443,6 +443,9 @@ static int ws_start(void *opaque, char *errbuf, size_t errlen) {
             ctx->m_auth = h->metric_register(ctx->inst, CD_METRIC_COUNTER,
                                              "sink_websocket_auth_failures_total",
                                              "upgrade requests refused with 401");
+            ctx->m_contexts = h->metric_register(
+                ctx->inst, CD_METRIC_GAUGE, "sink_websocket_protocol_contexts",
+                "connections holding a wslay context (protocol work in progress)");
         } else {
             ctx->m_stale = h->metric_register(ctx->inst, CD_METRIC_COUNTER,
                                               "sink_websocket_stale_connections_total",

@@ -12,8 +12,8 @@
  *   ws_customer  the sockets of one customer on this server; in-process
  *                (no redis_url) also its sequence counter and replay ring;
  *                with Redis its pub/sub subscription
- *   ws_conn      one upgraded connection: its wslay context and its resume
- *                state
+ *   ws_conn      one upgraded connection: its resume state, and a wslay
+ *                context only while it has protocol work in progress
  *
  * How a push travels (server mode): write() renders the customer and the
  * message of each record.  With Redis, one EVAL per record increments the
@@ -179,6 +179,7 @@ struct ws_ctx {
     cd_metric *m_delivered;
     cd_metric *m_slow;
     cd_metric *m_auth;
+    cd_metric *m_contexts;
     cd_metric *m_stale;
 
     /* Lifecycle. */

@@ -12,9 +12,25 @@
  *
  * Frames are wslay's event API: wslay reads through recv_cb from the bytes
  * on_data hands us, and writes through send_cb into the engine's stream
- * queue (stream_write copies), so wslay's own queue is always empty and the
- * stream's queue is the one that is bounded (stream_pending against
- * max_send_queue_bytes; a client over it is closed with 1008).
+ * queue (stream_write copies; a frame's header and payload go as one write),
+ * so wslay's own queue is always empty and the stream's queue is the one
+ * that is bounded (stream_pending against max_send_queue_bytes; a client
+ * over it is closed with 1008).
+ *
+ * Memory.  A wslay context is 8.6 KiB (a 4 KiB read buffer, a 4 KiB write
+ * buffer), several times what the rest of a connection costs, and most held
+ * connections are idle: a push now and then, a ping every ping_interval_ms.
+ * So a connection holds a context only while it has protocol work in
+ * progress: one is made when bytes arrive or a frame must be sent, and freed
+ * as soon as wslay is idle again: nothing queued or half written, no close,
+ * and no frame or fragmented message half read.  wslay keeps the last one to
+ * itself, so the connection counts what it handed wslay against the frames
+ * wslay reported starting (on_frame_recv_start: a frame's length is its
+ * header's, 2 + 0/2/8 + 4 mask bytes, plus its payload; wslay refuses any
+ * other length form), and notes whether a data message's last frame (FIN)
+ * has come.  Counting only: wslay parses and checks every byte.  Once a
+ * connection closes (our close frame written, the stream closing) its
+ * context goes too: what the client says after that is not read.
  *
  * Ordering and resume.  Every message carries the customer's seq.  With
  * Redis, a socket's server subscribes to {prefix}push:{customer} while it
@@ -65,8 +81,8 @@ struct ws_customer {
     size_t nconns;
     /* In-process: */
     uint64_t seq;
-    ws_slot *ring; /* replay_size slots */
-    size_t ring_start, ring_count;
+    ws_slot *ring; /* ring_cap slots, grown (by doubling) up to replay_size */
+    size_t ring_cap, ring_start, ring_count;
     /* Redis: */
     cd_redis_sub *sub;
 };
@@ -74,24 +90,28 @@ struct ws_customer {
 struct ws_conn {
     ws_server *srv;
     ws_customer *cust;
-    cd_http_stream *stream; /* NULL once on_closed came */
-    wslay_event_context_ptr wslay;
-    ws_conn *prev, *next;   /* srv->conns */
-    ws_conn *cprev, *cnext; /* cust->conns */
-    ws_conn *wnext;         /* srv->waiting */
-    char id[48];
-    const char *in; /* on_data's bytes, for recv_cb */
-    size_t in_len;
-    int state;
-    int has_since;
+    cd_http_stream *stream;        /* NULL once on_closed came */
+    ws_conn *prev, *next;          /* srv->conns */
+    ws_conn *cprev, *cnext;        /* cust->conns */
+    ws_conn *wnext;                /* srv->waiting */
+    wslay_event_context_ptr wslay; /* NULL while idle (see the top of the file) */
     uint64_t since, last_sent;
     ws_held *held_head, *held_tail;
     size_t held_bytes;
     uint64_t last_recv, last_ping, wait_since;
-    int closing;
-    int replay_pending; /* the replay EVAL is in flight */
-    int hello_sent;
-    int gone; /* on_closed came while replay_pending: its callback frees */
+    /* Bytes handed to wslay less the lengths of the frames it began: > 0
+     * part of a header is in wslay's buffer, < 0 a frame's rest is to
+     * come, 0 between frames. */
+    int32_t unframed;
+    uint8_t fragmented; /* a data message's frames are coming (no FIN yet) */
+    uint8_t odd;        /* the count cannot be trusted: keep the context */
+    uint8_t state;
+    uint8_t has_since;
+    uint8_t closing;        /* our close is written, or the stream is closing */
+    uint8_t replay_pending; /* the replay EVAL is in flight */
+    uint8_t hello_sent;
+    uint8_t gone; /* on_closed came while replay_pending: its callback frees */
+    char id[40];  /* "<iid>-<counter>": 16 + 1 + at most 20 digits */
 };
 
 struct ws_server {
@@ -119,6 +139,10 @@ struct ws_server {
     void *closed_opaque;
     uint64_t delivered, slow, auth_failures; /* totals, for an owner handover */
     pbuf scratch;                            /* in-process push without a ring */
+    pbuf frame;                              /* a frame's header, until its payload */
+    const char *in;                          /* on_data's bytes, for recv_cb */
+    size_t in_len;
+    size_t ncontexts; /* connections holding a wslay context */
 };
 
 /* The process-wide table.  Everything runs on the engine's loop thread. */
@@ -142,10 +166,13 @@ static void ws_count(ws_server *srv, size_t which, double delta) {
     cd_metric *m = which == 0   ? o->m_conns
                    : which == 1 ? o->m_delivered
                    : which == 2 ? o->m_slow
-                                : o->m_auth;
+                   : which == 3 ? o->m_auth
+                                : o->m_contexts;
     if (m == NULL) return;
     if (which == 0)
         srv->host->metric_set(m, (double)srv->nconns);
+    else if (which == 4)
+        srv->host->metric_set(m, (double)srv->ncontexts);
     else
         srv->host->metric_add(m, delta);
 }
@@ -219,11 +246,7 @@ static ws_customer *ws_customer_get(ws_server *srv, const char *id, size_t n) {
     c = calloc(1, sizeof(*c));
     if (c == NULL) return NULL;
     c->id = malloc(n + 1);
-    if (!srv->use_redis && srv->opts.replay_size)
-        c->ring = calloc(srv->opts.replay_size, sizeof(*c->ring));
-    if (c->id == NULL || (!srv->use_redis && srv->opts.replay_size && c->ring == NULL)) {
-        free(c->id);
-        free(c->ring);
+    if (c->id == NULL) {
         free(c);
         return NULL;
     }
@@ -242,7 +265,7 @@ static ws_customer *ws_customer_get(ws_server *srv, const char *id, size_t n) {
 static void ws_customer_free(ws_customer *c) {
     ws_server *srv = c->srv;
     if (c->sub) srv->host->redis_unsubscribe(c->sub);
-    for (size_t i = 0; c->ring && i < srv->opts.replay_size; i++)
+    for (size_t i = 0; i < c->ring_cap; i++)
         pbuf_free(&c->ring[i].msg);
     free(c->ring);
     free(c->id);
@@ -261,28 +284,64 @@ static void ws_customer_remove(ws_customer *c) {
 
 /* -------------------------------------------------------------- frames */
 
+/* The length of a client frame with an n-byte payload: wslay takes a
+ * length only in its shortest form, and a client's frames are masked (an
+ * unmasked one is closed with 1002 before it is reported). */
+static int32_t ws_client_frame_len(uint64_t n) {
+    return (int32_t)(2 + (n < 126 ? 0 : n < 65536 ? 2 : 8) + 4 + n);
+}
+
 static ssize_t ws_recv_cb(wslay_event_context_ptr w, uint8_t *buf, size_t len, int flags,
                           void *user) {
     ws_conn *c = user;
-    if (c->in_len == 0) {
+    ws_server *srv = c->srv;
+    if (srv->in_len == 0) {
         wslay_event_set_error(w, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
-    size_t n = len < c->in_len ? len : c->in_len;
-    memcpy(buf, c->in, n);
-    c->in += n;
-    c->in_len -= n;
+    size_t n = len < srv->in_len ? len : srv->in_len; /* len: at most wslay's 4 KiB */
+    memcpy(buf, srv->in, n);
+    srv->in += n;
+    srv->in_len -= n;
+    c->unframed += (int32_t)n;
     return (ssize_t)n;
 }
 
+/* A frame's header is handed over with WSLAY_MSG_MORE, its payload right
+ * after (send_cb never blocks): both go into the stream as one write. */
 static ssize_t ws_send_cb(wslay_event_context_ptr w, const uint8_t *data, size_t len, int flags,
                           void *user) {
     ws_conn *c = user;
-    if (c->stream == NULL || c->srv->host->stream_write(c->stream, data, len) < 0) {
+    ws_server *srv = c->srv;
+    pbuf *f = &srv->frame;
+    int r = -1;
+    if (flags & WSLAY_MSG_MORE) {
+        f->len = 0;
+        if (pbuf_append(f, data, len) == 0) return (ssize_t)len;
+    } else if (c->stream != NULL) {
+        if (f->len == 0)
+            r = srv->host->stream_write(c->stream, data, len);
+        else if (pbuf_append(f, data, len) == 0)
+            r = srv->host->stream_write(c->stream, f->data, f->len);
+    }
+    f->len = 0;
+    if (r < 0) {
         wslay_event_set_error(w, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
     return (ssize_t)len;
+}
+
+/* wslay has read a frame's header: count the frame's bytes as framed. */
+static void ws_on_frame_start(wslay_event_context_ptr w,
+                              const struct wslay_event_on_frame_recv_start_arg *arg, void *user) {
+    ws_conn *c = user;
+    if (arg->payload_length > WS_MAX_RECV) {
+        c->odd = 1; /* wslay refuses these first: never free on doubt */
+        return;
+    }
+    c->unframed -= ws_client_frame_len(arg->payload_length);
+    if (!(arg->opcode & 0x8)) c->fragmented = !arg->fin; /* control frames do not count */
 }
 
 static void ws_registry_refresh(ws_conn *c) {
@@ -312,8 +371,53 @@ static void ws_on_msg_cb(wslay_event_context_ptr w, const struct wslay_event_on_
 static const struct wslay_event_callbacks ws_wslay_cbs = {
     .recv_callback = ws_recv_cb,
     .send_callback = ws_send_cb,
+    .on_frame_recv_start_callback = ws_on_frame_start,
     .on_msg_recv_callback = ws_on_msg_cb,
 };
+
+/* c's wslay context, made now if it has none; NULL without memory. */
+static wslay_event_context_ptr ws_conn_wslay(ws_conn *c) {
+    if (c->wslay) return c->wslay;
+    if (wslay_event_context_server_init(&c->wslay, &ws_wslay_cbs, c) != 0) {
+        c->wslay = NULL;
+        return NULL;
+    }
+    wslay_event_config_set_max_recv_msg_length(c->wslay, WS_MAX_RECV);
+    c->unframed = 0;
+    c->fragmented = 0;
+    c->srv->ncontexts++;
+    ws_count(c->srv, 4, 0);
+    return c->wslay;
+}
+
+static void ws_conn_free_wslay(ws_conn *c) {
+    if (c->wslay == NULL) return;
+    wslay_event_context_free(c->wslay);
+    c->wslay = NULL;
+    c->srv->ncontexts--;
+    ws_count(c->srv, 4, 0);
+}
+
+/* Frees c's context once wslay has nothing in progress: nothing queued or
+ * half written, no close, no frame or fragmented message half read (see
+ * the top of the file).  A closing connection needs it no more. */
+static void ws_conn_settle(ws_conn *c) {
+    wslay_event_context_ptr w = c->wslay;
+    if (w == NULL) return;
+    if (c->closing || (c->unframed == 0 && !c->fragmented && !c->odd &&
+                       wslay_event_get_queued_msg_count(w) == 0 && !wslay_event_want_write(w) &&
+                       wslay_event_get_read_enabled(w) && wslay_event_get_write_enabled(w) &&
+                       !wslay_event_get_close_sent(w) && !wslay_event_get_close_received(w)))
+        ws_conn_free_wslay(c);
+}
+
+/* Ends c: the stream writes what is queued (a close frame, say), then
+ * closes; on_closed follows. */
+static void ws_conn_drop(ws_conn *c) {
+    c->closing = 1;
+    if (c->stream) c->srv->host->stream_close(c->stream);
+    ws_conn_free_wslay(c);
+}
 
 /* Queues one text message; -1 when the connection is (now) closing.  A
  * bounded send over max_send_queue_bytes closes the socket with 1008; a
@@ -333,13 +437,14 @@ static int ws_conn_send(ws_conn *c, const char *msg, size_t len, int bounded) {
         ws_conn_close(c, 1008, "send queue full");
         return -1;
     }
+    wslay_event_context_ptr w = ws_conn_wslay(c);
     struct wslay_event_msg m = {
         .opcode = WSLAY_TEXT_FRAME, .msg = (const uint8_t *)msg, .msg_length = len};
-    if (wslay_event_queue_msg(c->wslay, &m) != 0 || wslay_event_send(c->wslay) != 0) {
-        c->closing = 1;
-        srv->host->stream_close(c->stream);
+    if (w == NULL || wslay_event_queue_msg(w, &m) != 0 || wslay_event_send(w) != 0) {
+        ws_conn_drop(c);
         return -1;
     }
+    ws_conn_settle(c);
     srv->delivered++;
     ws_count(srv, 1, 1);
     return 0;
@@ -347,10 +452,10 @@ static int ws_conn_send(ws_conn *c, const char *msg, size_t len, int bounded) {
 
 static void ws_conn_close(ws_conn *c, uint16_t code, const char *reason) {
     if (c->closing || c->stream == NULL) return;
-    c->closing = 1;
-    wslay_event_queue_close(c->wslay, code, (const uint8_t *)reason, strlen(reason));
-    wslay_event_send(c->wslay);
-    c->srv->host->stream_close(c->stream);
+    wslay_event_context_ptr w = ws_conn_wslay(c);
+    if (w && wslay_event_queue_close(w, code, (const uint8_t *)reason, strlen(reason)) == 0)
+        wslay_event_send(w);
+    ws_conn_drop(c);
 }
 
 /* The first message of a socket: the customer's counter now (lastSeq) and
@@ -448,10 +553,9 @@ static void ws_conn_replay_local(ws_conn *c) {
     ws_customer *cu = c->cust;
     c->last_sent = ws_resume_from(c, cu->seq);
     ws_conn_hello(c, cu->seq);
-    size_t size = c->srv->opts.replay_size;
     if (c->has_since)
         for (size_t i = 0; i < cu->ring_count && !c->closing; i++) {
-            ws_slot *s = &cu->ring[(cu->ring_start + i) % size];
+            ws_slot *s = &cu->ring[(cu->ring_start + i) % cu->ring_cap];
             if (s->seq > c->last_sent && ws_conn_send(c, s->msg.data, s->msg.len, 0) == 0)
                 c->last_sent = s->seq;
         }
@@ -598,26 +702,30 @@ static void ws_on_data(cd_http_stream *s, const char *data, size_t len, void *op
     ws_conn *c = opaque;
     ws_server *srv = c->srv;
     c->last_recv = uv_now(srv->loop);
-    c->in = data;
-    c->in_len = len;
-    int r = wslay_event_get_read_enabled(c->wslay) ? wslay_event_recv(c->wslay) : 0;
-    c->in = NULL;
-    c->in_len = 0;
-    if (r != 0) {
-        c->closing = 1;
-        srv->host->stream_close(s);
+    /* Once our close is written, what the client still says changes
+     * nothing. */
+    if (c->closing) return;
+    wslay_event_context_ptr w = ws_conn_wslay(c);
+    if (w == NULL) {
+        ws_conn_drop(c);
         return;
     }
-    /* Pongs and the answer to a close. */
-    if (wslay_event_want_write(c->wslay) && wslay_event_send(c->wslay) != 0) {
-        c->closing = 1;
-        srv->host->stream_close(s);
+    srv->in = data;
+    srv->in_len = len;
+    int r = wslay_event_recv(w);
+    srv->in = NULL;
+    srv->in_len = 0;
+    /* Broken framing (r != 0) ends the connection without a close frame.
+     * Else pongs go out, and the close wslay queued: the answer to the
+     * client's, or 1002 / 1007 / 1009 for a rule broken; then the socket
+     * goes. */
+    if (r != 0 || (wslay_event_want_write(w) && wslay_event_send(w) != 0) ||
+        wslay_event_get_close_sent(w) || wslay_event_get_close_received(w) ||
+        !wslay_event_get_read_enabled(w)) {
+        ws_conn_drop(c);
         return;
     }
-    if (wslay_event_get_close_received(c->wslay) && !(c->closing && c->stream == NULL)) {
-        c->closing = 1;
-        srv->host->stream_close(s);
-    }
+    ws_conn_settle(c);
 }
 
 static void ws_conn_unlink(ws_conn *c) {
@@ -667,8 +775,7 @@ static void ws_on_closed(cd_http_stream *s, void *opaque) {
     ws_conn_unlink(c);
     ws_count(srv, 0, 0);
     ws_conn_free_held(c);
-    wslay_event_context_free(c->wslay);
-    c->wslay = NULL;
+    ws_conn_free_wslay(c);
     if (c->replay_pending)
         c->gone = 1;
     else
@@ -687,11 +794,12 @@ static void ws_on_tick(uv_timer_t *t) {
         }
         if (now - c->last_ping >= srv->opts.ping_interval_ms) {
             c->last_ping = now;
+            wslay_event_context_ptr w = ws_conn_wslay(c);
             struct wslay_event_msg m = {.opcode = WSLAY_PING, .msg = NULL, .msg_length = 0};
-            if (wslay_event_queue_msg(c->wslay, &m) != 0 || wslay_event_send(c->wslay) != 0) {
-                c->closing = 1;
-                srv->host->stream_close(c->stream);
-            }
+            if (w == NULL || wslay_event_queue_msg(w, &m) != 0 || wslay_event_send(w) != 0)
+                ws_conn_drop(c);
+            else
+                ws_conn_settle(c);
         }
     }
 }
@@ -801,16 +909,14 @@ static void ws_handle_upgrade(ws_server *srv, cd_http_request *req) {
     ws_conn *c = calloc(1, sizeof(*c));
     ws_customer *cu = c ? ws_customer_get(srv, sub, strlen(sub)) : NULL;
     free(sub);
-    if (c == NULL || cu == NULL || wslay_event_context_server_init(&c->wslay, &ws_wslay_cbs, c)) {
+    if (c == NULL || cu == NULL) {
         free(c);
         ws_respond_json(srv, req, 503, "out of memory", h_retry);
         return;
     }
-    wslay_event_config_set_max_recv_msg_length(c->wslay, WS_MAX_RECV);
     char err[256];
     if (srv->use_redis && cu->sub == NULL && ws_customer_subscribe(srv, cu, err, sizeof(err)) < 0) {
         h->log(srv->inst, CD_LOG_WARN, "subscribe for %s: %s", cu->id, err);
-        wslay_event_context_free(c->wslay);
         free(c);
         if (cu->nconns == 0) ws_customer_remove(cu);
         ws_respond_json(srv, req, 503, "Redis unavailable", h_retry);
@@ -825,7 +931,6 @@ static void ws_handle_upgrade(ws_server *srv, cd_http_request *req) {
     int r = h->http_upgrade(req, headers, &cbs, c, &stream);
     if (r < 0) {
         if (r == CD_ERR_INVALID) ws_respond_json(srv, req, 500, "upgrade failed", NULL);
-        wslay_event_context_free(c->wslay);
         free(c);
         if (cu->nconns == 0 && srv->use_redis) ws_customer_remove(cu);
         return;
@@ -910,13 +1015,26 @@ int ws_server_push_local(ws_server *srv, const char *cust, size_t cust_len, cons
     uint64_t n = cu->seq + 1;
     size_t size = srv->opts.replay_size;
     if (size) {
+        /* The ring grows as the customer's messages come (most customers
+         * get a few): full below replay_size, it doubles; it wraps only at
+         * replay_size, so until then it starts at 0 and realloc keeps the
+         * order. */
+        if (cu->ring_count == cu->ring_cap && cu->ring_cap < size) {
+            size_t cap = cu->ring_cap ? cu->ring_cap * 2 : 2;
+            if (cap > size) cap = size;
+            ws_slot *ring = realloc(cu->ring, cap * sizeof(*ring));
+            if (ring == NULL) return CD_ERR_NOMEM;
+            memset(ring + cu->ring_cap, 0, (cap - cu->ring_cap) * sizeof(*ring));
+            cu->ring = ring;
+            cu->ring_cap = cap;
+        }
         ws_slot *s;
-        if (cu->ring_count < size) {
-            s = &cu->ring[(cu->ring_start + cu->ring_count) % size];
+        if (cu->ring_count < cu->ring_cap) {
+            s = &cu->ring[(cu->ring_start + cu->ring_count) % cu->ring_cap];
             cu->ring_count++;
         } else {
             s = &cu->ring[cu->ring_start];
-            cu->ring_start = (cu->ring_start + 1) % size;
+            cu->ring_start = (cu->ring_start + 1) % cu->ring_cap;
         }
         out = &s->msg;
         s->seq = n;
@@ -942,6 +1060,7 @@ static void ws_server_free(ws_server *srv) {
     }
     free(srv->buckets);
     pbuf_free(&srv->scratch);
+    pbuf_free(&srv->frame);
     ws_server_opts_free(&srv->opts);
     free(srv);
 }
@@ -1112,6 +1231,7 @@ static void ws_server_handover(ws_server *srv) {
     if (o->m_delivered) h->metric_add(o->m_delivered, (double)srv->delivered);
     if (o->m_slow) h->metric_add(o->m_slow, (double)srv->slow);
     if (o->m_auth) h->metric_add(o->m_auth, (double)srv->auth_failures);
+    if (o->m_contexts) h->metric_set(o->m_contexts, (double)srv->ncontexts);
     if (!srv->use_redis) return;
     for (size_t i = 0; i < srv->nbuckets; i++)
         for (ws_customer *c = srv->buckets[i]; c; c = c->hnext) {

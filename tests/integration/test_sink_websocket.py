@@ -1,7 +1,9 @@
 """sink-websocket against the real broker and the shared redis-server, with
 clients on the `ws` npm package (tests/integration/ws_client.js, one node
 process per connection): who gets what, in which order, resume, auth,
-slow clients, two engines fanning out through Redis, shutdown."""
+slow clients, two engines fanning out through Redis, shutdown; and frames
+over a plain socket (split byte by byte, fragmented with pauses, broken),
+where the server makes and frees its wslay contexts."""
 import base64
 import hashlib
 import hmac
@@ -10,6 +12,7 @@ import os
 import queue
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -601,6 +604,364 @@ def test_shutdown_sends_1001_to_every_client(kafka, engines, clients):
         assert ev["event"] == "close" and ev["code"] == 1001, ev
 
 
+# ------------------------------------------- frames over a plain socket
+#
+# A connection holds a wslay context only while it has protocol work in
+# progress (plugins/sink-websocket/websocket_server.c): these tests send what
+# the `ws` package will not (frames split byte by byte, fragments with pauses
+# between them, broken frames) and watch sink_websocket_protocol_contexts,
+# the number of connections holding one.
+
+CONTEXTS = "sink_websocket_protocol_contexts"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def frame(opcode, payload=b"", fin=True, mask=True, rsv=0, length_form=None):
+    """A client frame (RFC 6455 section 5.2); length_form 16 or 64 forces
+    that length form whatever the payload's length (broken framing)."""
+    n = len(payload)
+    m = 0x80 if mask else 0
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    if length_form == 64 or (length_form is None and n >= 65536):
+        head += bytes([m | 127]) + n.to_bytes(8, "big")
+    elif length_form == 16 or (length_form is None and n >= 126):
+        head += bytes([m | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([m | n])
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def close_payload(code, reason=b""):
+    return code.to_bytes(2, "big") + reason
+
+
+class RawWs:
+    """A WebSocket client on a plain socket: the upgrade and the frames are
+    written and read here.  The server's pings are counted and, while
+    answer_pings is set, answered."""
+
+    def __init__(self, port, token, answer_pings=False):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                          .encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            assert chunk, f"closed during the upgrade: {self.buf!r}"
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 101 "), lines
+        headers = dict((k.strip().lower(), v.strip())
+                       for k, v in (line.split(":", 1) for line in lines[1:]))
+        want = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        assert headers["sec-websocket-accept"] == want, headers
+        self.answer_pings = answer_pings
+        self.pings = 0
+
+    def send(self, data, step=None, gap=0.0):
+        """data in one write, or in writes of step bytes gap seconds apart
+        (TCP_NODELAY: each one its own segment, and its own read)."""
+        if step is None:
+            self.sock.sendall(data)
+            return
+        for i in range(0, len(data), step):
+            self.sock.sendall(data[i:i + step])
+            time.sleep(gap)
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"the server closed the connection ({self.buf!r} left)")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def frame(self):
+        """The next frame: (fin, opcode, payload)."""
+        b0, b1 = self._take(2)
+        assert not b1 & 0x80, "a server frame is masked"
+        assert not b0 & 0x70, f"reserved bits set: {b0:#x}"
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self._take(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self._take(8), "big")
+        return bool(b0 & 0x80), b0 & 0x0F, self._take(n)
+
+    def next(self):
+        """The next frame other than a ping from the server."""
+        while True:
+            fin, op, payload = self.frame()
+            if op != OP_PING:
+                return fin, op, payload
+            self.pings += 1
+            if self.answer_pings:
+                self.send(frame(OP_PONG, payload))
+
+    def message(self):
+        fin, op, payload = self.next()
+        assert fin and op == OP_TEXT, (fin, op, payload[:200])
+        return json.loads(payload)
+
+    def close_frame(self):
+        """The server's close frame: (code or None, reason)."""
+        fin, op, payload = self.next()
+        assert fin and op == OP_CLOSE, (fin, op, payload[:200])
+        if not payload:
+            return None, ""
+        return int.from_bytes(payload[:2], "big"), payload[2:].decode()
+
+    def eof(self):
+        """Reads to the end of the connection; the frames read meanwhile."""
+        frames = []
+        while True:
+            try:
+                frames.append(self.frame())
+            except EOFError:
+                assert self.buf == b"", f"a partial frame before the end: {self.buf!r}"
+                return frames
+
+    def close(self):
+        self.sock.close()
+
+
+def wait_metric(eng, name, want, timeout=15):
+    deadline = time.time() + timeout
+    while True:
+        got = metric(eng, name)
+        if got == want or time.time() > deadline:
+            break
+        time.sleep(0.02)
+    assert got == want, f"{name} is {got}, expected {want}"
+
+
+def raw_engine(engines, kafka, tag, redis_url=False, **opts):
+    topic = unique(tag)
+    create_topic(kafka, topic, 1)
+    eng = ws_engine(engines, kafka, {"a": ws_pipeline(tag, topic, "T", **opts)},
+                    redis_url=redis_url)
+    return eng, topic, ws_port(eng)
+
+
+def test_a_frame_split_byte_by_byte_keeps_its_context_until_it_is_whole(kafka, engines):
+    eng, topic, port = raw_engine(engines, kafka, "ws-split")
+    cust = unique("c")
+    ws = RawWs(port, jwt(cust))
+    assert ws.message()["type"] == "connectd.hello"
+    wait_metric(eng, CONTEXTS, 0)  # the hello's context is gone with it
+    # 300 bytes (the 16-bit length form) of two-byte characters, a read each.
+    text = frame(OP_TEXT, ("é" * 150).encode())
+    ws.send(text[:3], step=1, gap=0.005)  # part of the header
+    wait_metric(eng, CONTEXTS, 1)
+    ws.send(text[3:151], step=1, gap=0.002)  # the mask, part of the payload
+    assert metric(eng, CONTEXTS) == 1
+    # A push meanwhile goes out through the same context, and the frame
+    # being read goes on where it was.
+    produce(kafka, topic, [event(cust, 1)])
+    push = ws.message()
+    assert push["seq"] == 1 and push["data"] == {"n": 1}, push
+    assert metric(eng, CONTEXTS) == 1
+    ws.send(text[151:] + frame(OP_PING, b"p-1"), step=1, gap=0.002)
+    assert ws.next() == (True, OP_PONG, b"p-1")
+    wait_metric(eng, CONTEXTS, 0)
+    # Binary too, then a text split in two writes: nothing to say back but
+    # the pong after them.
+    ws.send(frame(OP_BINARY, bytes(range(256)) * 4), step=7, gap=0.001)
+    two = frame(OP_TEXT, b'{"hello":"server"}')
+    ws.send(two[:5])
+    time.sleep(0.1)
+    assert metric(eng, CONTEXTS) == 1
+    ws.send(two[5:] + frame(OP_PING, b"p-2"))
+    assert ws.next() == (True, OP_PONG, b"p-2")
+    wait_metric(eng, CONTEXTS, 0)
+    # Pushes to the idle connection: a context each, none left.
+    produce(kafka, topic, [event(cust, n) for n in range(2, 6)])
+    assert [ws.message()["seq"] for _ in range(4)] == [2, 3, 4, 5]
+    wait_metric(eng, CONTEXTS, 0)
+    # Invalid UTF-8 split across reads is still seen: 1007, then the end.
+    bad = frame(OP_TEXT, b"ok \xc3(")
+    ws.send(bad, step=1, gap=0.002)
+    assert ws.close_frame()[0] == 1007
+    assert ws.eof() == []
+    ws.close()
+    wait_metric(eng, "sink_websocket_connections", 0)
+    wait_metric(eng, CONTEXTS, 0)
+    assert eng.stop() == 0
+
+
+def test_a_fragmented_message_with_pauses_between_its_frames(kafka, engines):
+    """Pings every 100 ms: the server's pings go out through the context the
+    half-read message keeps."""
+    eng, topic, port = raw_engine(engines, kafka, "ws-frag", ping_interval_ms=100,
+                                  idle_timeout_ms=5000)
+    cust = unique("c")
+    ws = RawWs(port, jwt(cust))
+    assert ws.message()["type"] == "connectd.hello"
+    wait_metric(eng, CONTEXTS, 0)
+    # "é" split between two fragments: only one context across the pauses
+    # sees one valid message.
+    ws.send(frame(OP_TEXT, b"fragmented \xc3", fin=False))
+    time.sleep(0.35)
+    assert metric(eng, CONTEXTS) == 1
+    ws.send(frame(OP_PING, b"between"))  # a control frame between fragments
+    assert ws.next() == (True, OP_PONG, b"between")
+    ws.send(frame(OP_CONT, b"\xa9 and", fin=False), step=2, gap=0.01)
+    time.sleep(0.35)
+    produce(kafka, topic, [event(cust, 1)])
+    assert ws.message()["seq"] == 1
+    assert metric(eng, CONTEXTS) == 1
+    ws.send(frame(OP_CONT, b" done"))
+    ws.send(frame(OP_PING, b"after"))
+    assert ws.next() == (True, OP_PONG, b"after")
+    wait_metric(eng, CONTEXTS, 0)
+    assert ws.pings >= 5, ws.pings  # they came during the pauses
+    # The same with invalid UTF-8 across the fragments: 1007 (a context
+    # made afresh would have seen a continuation out of sequence: 1002).
+    ws.send(frame(OP_TEXT, b"\xc3", fin=False))
+    time.sleep(0.3)
+    ws.send(frame(OP_CONT, b"("))
+    assert ws.close_frame()[0] == 1007
+    ws.eof()
+    ws.close()
+    wait_metric(eng, "sink_websocket_connections", 0)
+    wait_metric(eng, CONTEXTS, 0)
+    assert eng.stop() == 0
+
+
+def test_an_idle_connection_answers_pings_and_its_pongs_refresh_the_registry(kafka, engines):
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    eng, topic, port = raw_engine(engines, kafka, "ws-rawping", redis_url=True,
+                                  key_prefix=prefix, ping_interval_ms=150, idle_timeout_ms=1000)
+    cust = unique("c")
+    ws = RawWs(port, jwt(cust), answer_pings=True)
+    conn_id = ws.message()["connectionId"]
+    redis("EXPIRE", f"{prefix}connection:{conn_id}", 50)
+    redis("EXPIRE", f"{prefix}customer:{cust}", 50)
+    # Answered for 2.5 s (more than two idle timeouts): it stays open.
+    deadline = time.time() + 2.5
+    pongs = 0
+    while time.time() < deadline:
+        fin, op, payload = ws.frame()
+        assert (fin, op) == (True, OP_PING), (fin, op, payload)
+        ws.send(frame(OP_PONG, payload), step=1, gap=0.001)  # even a pong split up
+        pongs += 1
+    assert pongs >= 10, pongs
+    assert int(redis("TTL", f"{prefix}connection:{conn_id}")) > 86000
+    assert int(redis("TTL", f"{prefix}customer:{cust}")) > 86000
+    wait_metric(eng, CONTEXTS, 0)
+    # The client's own ping on the idle connection.
+    ws.send(frame(OP_PING, b"are you there"))
+    assert ws.next() == (True, OP_PONG, b"are you there")
+    # Pushes through Redis to the idle connection.
+    produce(kafka, topic, [event(cust, n) for n in range(3)])
+    assert [ws.message()["seq"] for _ in range(3)] == [1, 2, 3]
+    wait_metric(eng, CONTEXTS, 0)
+    assert metric(eng, "sink_websocket_connections") == 1
+    # Unanswered, it is closed after idle_timeout_ms.
+    ws.answer_pings = False
+    assert ws.close_frame() == (1000, "idle timeout")
+    ws.eof()
+    ws.close()
+    wait_metric(eng, "sink_websocket_connections", 0)
+    wait_metric(eng, CONTEXTS, 0)
+    assert eng.stop() == 0
+
+
+def test_the_close_handshake_echoes_the_clients_close_then_ends(kafka, engines):
+    eng, topic, port = raw_engine(engines, kafka, "ws-rawclose")
+    ws = RawWs(port, jwt(unique("c")))
+    ws.message()
+    bye = frame(OP_CLOSE, close_payload(4000, b"bye now"))
+    ws.send(bye[:4])
+    time.sleep(0.1)
+    assert metric(eng, CONTEXTS) == 1  # half a close frame
+    ws.send(bye[4:])
+    assert ws.close_frame() == (4000, "bye now")
+    assert ws.eof() == []
+    ws.close()
+    # A close without a code is answered without one.
+    ws = RawWs(port, jwt(unique("c")))
+    ws.message()
+    ws.send(frame(OP_CLOSE))
+    assert ws.close_frame() == (None, "")
+    assert ws.eof() == []
+    ws.close()
+    wait_metric(eng, "sink_websocket_connections", 0)
+    wait_metric(eng, CONTEXTS, 0)
+    # Shutdown: 1001 to an idle connection.
+    ws = RawWs(port, jwt(unique("c")))
+    ws.message()
+    wait_metric(eng, CONTEXTS, 0)
+    stopped = []
+    stopper = threading.Thread(target=lambda: stopped.append(eng.stop()))
+    stopper.start()
+    assert ws.close_frame() == (1001, "server shutting down")
+    ws.eof()
+    ws.close()
+    stopper.join(60)
+    assert stopped == [0]
+
+
+def test_broken_frames_close_with_1002_1007_1009_or_end_the_connection(kafka, engines):
+    """wslay's checks, whatever the reads they arrive in: each case on a
+    fresh connection, after a good frame, in one write and again byte by
+    byte."""
+    eng, topic, port = raw_engine(engines, kafka, "ws-broken")
+    text = frame(OP_TEXT, b"fine")
+    cases = [
+        ("unmasked", frame(OP_TEXT, b"hi", mask=False), 1002),
+        ("reserved bit", frame(OP_TEXT, b"hi", rsv=4), 1002),
+        ("reserved opcode", frame(0x3, b"hi"), 1002),
+        ("continuation first", frame(OP_CONT, b"hi"), 1002),
+        ("text inside a fragmented message", frame(OP_TEXT, b"a", fin=False) + text, 1002),
+        ("close code 1005", frame(OP_CLOSE, close_payload(1005)), 1002),
+        ("invalid UTF-8", frame(OP_TEXT, b"\xff\xfe"), 1007),
+        ("a 5000-byte message", frame(OP_BINARY, b"x" * 5000), 1009),
+        ("fragments over 4096 bytes",
+         frame(OP_BINARY, b"x" * 3000, fin=False) + frame(OP_CONT, b"x" * 3000), 1009),
+        # Framing that cannot be read: the end, without a close frame.
+        ("a fragmented ping", frame(OP_PING, b"p", fin=False), None),
+        ("a 126-byte ping", frame(OP_PING, b"p" * 126), None),
+        ("a 5-byte length in the 16-bit form", frame(OP_TEXT, b"hello", length_form=16), None),
+        ("a 200-byte length in the 64-bit form", frame(OP_TEXT, b"h" * 200, length_form=64), None),
+    ]
+    runs = [(name, data, code, step) for name, data, code in cases for step in (None, 1)]
+    # wslay checks a close reason's UTF-8 from the third byte of each piece
+    # it is handed rather than of the payload, so a close frame read byte by
+    # byte goes unchecked (and is echoed): this one in one read only.
+    runs.append(("invalid UTF-8 close reason",
+                 frame(OP_CLOSE, close_payload(1000, b"\xc3(")), 1007, None))
+    for name, data, code, step in runs:
+        ws = RawWs(port, jwt(unique("c")))
+        assert ws.message()["type"] == "connectd.hello"
+        # Byte by byte as far as the fault (or 64 bytes into the case), the
+        # rest in one write: the server lingers only a second after closing.
+        ws.send(text + data[:64], step=step, gap=0.002)
+        if data[64:]:
+            ws.send(data[64:])
+        if code is None:
+            frames = ws.eof()
+            assert all(op != OP_CLOSE for _, op, _ in frames), (name, step, frames)
+        else:
+            got = ws.close_frame()
+            assert got[0] == code, (name, step, got)
+            assert ws.eof() == [], (name, step)
+        ws.close()
+    wait_metric(eng, "sink_websocket_connections", 0)
+    wait_metric(eng, CONTEXTS, 0)
+    assert eng.stop() == 0
+
+
 # ------------------------------------------------------ API Gateway mode
 
 class FakeManagementApi:
@@ -703,7 +1064,6 @@ def test_apigateway_mode_posts_signed_to_every_connection_and_410_prunes(kafka, 
 # ------------------------------------------------------ the browser client
 
 def free_port():
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -5,8 +5,10 @@
  * (the real build/plugins/sink-websocket.so, its options through the
  * engine's config map, init on the engine's host).  Tokens are made with
  * libjwt's encoder, so the verifier is checked against an encoder it does
- * not share code with.  The integration tests (tests/integration/
- * test_sink_websocket.py) cover the server against real clients.
+ * not share code with.  A plain-socket client sends random frame streams
+ * cut into random reads to a server on the engine's host, checking when a
+ * connection holds a wslay context.  The integration tests (tests/
+ * integration/test_sink_websocket.py) cover the server against real clients.
  */
 #include <criterion/criterion.h>
 
@@ -20,10 +22,19 @@
 #include "metrics.h"
 #include "plugin.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jwt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define WS_SO CONNECTD_BUILD_PLUGIN_DIR "/sink-websocket.so"
 
@@ -419,5 +430,307 @@ Test(websocket_options, sinks_with_one_listen_share_a_server_until_the_last_stop
     cr_assert(b.stopped);
     cr_assert_eq(stop_calls, 2);
     run_free(&b);
+    fx.eng.conf = NULL;
+}
+
+/* ----------------------------------------------- the lazy wslay context */
+
+/* A connection holds a wslay context only between a frame's first byte and
+ * the end of its message (plugins/sink-websocket/websocket_server.c): it
+ * counts the bytes it hands wslay against the frames wslay reports.  Here a
+ * plain-socket client sends random valid frame streams (text of one- to
+ * three-byte characters, binary, fragmented messages with pings and pongs
+ * between the fragments, the 7- and 16-bit length forms) cut at random
+ * points into separate reads, and after every read checks
+ * sink_websocket_protocol_contexts against where the bytes sent so far end:
+ * 1 inside a frame or a fragmented message, 0 between messages.  Every ping
+ * must come back as its pong, in order, with no close. */
+
+static int ws_port_logged;
+
+static void t_log(const cd_instance *inst, cd_log_level level, const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    static const char tag[] = "websocket server listening on 127.0.0.1:";
+    const char *p = strstr(line, tag);
+    if (p) ws_port_logged = atoi(p + sizeof(tag) - 1);
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static uint32_t rnd(uint32_t n) { /* 0 .. n-1 (xorshift64*) */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 2685821657736338717ULL) >> 33) % n;
+}
+
+/* The bytes to send, and after each byte whether a context must be held
+ * once the server has read up to there. */
+typedef struct stream_plan {
+    unsigned char *b;
+    unsigned char *held; /* per byte */
+    unsigned char *fend; /* per byte: a frame's last */
+    size_t len, cap;
+    unsigned char pings[64][125];
+    size_t ping_len[64];
+    size_t npings;
+} stream_plan;
+
+static void plan_put(stream_plan *p, const unsigned char *d, size_t n, int held_after) {
+    if (p->len + n > p->cap) {
+        p->cap = (p->len + n) * 2;
+        p->b = realloc(p->b, p->cap);
+        p->held = realloc(p->held, p->cap);
+        p->fend = realloc(p->fend, p->cap);
+        cr_assert(p->b && p->held && p->fend);
+    }
+    memcpy(p->b + p->len, d, n);
+    memset(p->held + p->len, 1, n);
+    memset(p->fend + p->len, 0, n);
+    p->len += n;
+    p->held[p->len - 1] = (unsigned char)held_after;
+    p->fend[p->len - 1] = 1;
+}
+
+/* One masked client frame; held_after: whether a message is still open
+ * after it. */
+static void plan_frame(stream_plan *p, int fin, int opcode, const unsigned char *pl, size_t n,
+                       int held_after) {
+    unsigned char f[14 + 4096];
+    size_t h = 0;
+    f[h++] = (unsigned char)((fin ? 0x80 : 0) | opcode);
+    if (n < 126) {
+        f[h++] = (unsigned char)(0x80 | n);
+    } else {
+        f[h++] = 0x80 | 126;
+        f[h++] = (unsigned char)(n >> 8);
+        f[h++] = (unsigned char)n;
+    }
+    unsigned char key[4] = {(unsigned char)rnd(256), (unsigned char)rnd(256),
+                            (unsigned char)rnd(256), (unsigned char)rnd(256)};
+    memcpy(f + h, key, 4);
+    h += 4;
+    for (size_t i = 0; i < n; i++)
+        f[h + i] = pl[i] ^ key[i % 4];
+    plan_put(p, f, h + n, held_after);
+}
+
+static void plan_control(stream_plan *p, int held_after) {
+    unsigned char pl[125];
+    size_t n = rnd(8) == 0 ? 125 : rnd(20);
+    for (size_t i = 0; i < n; i++)
+        pl[i] = (unsigned char)rnd(256);
+    if (rnd(3) == 0) { /* an unsolicited pong: nothing comes back */
+        plan_frame(p, 1, 0xA, pl, n, held_after);
+        return;
+    }
+    cr_assert_lt(p->npings, 64);
+    memcpy(p->pings[p->npings], pl, n);
+    p->ping_len[p->npings++] = n;
+    plan_frame(p, 1, 0x9, pl, n, held_after);
+}
+
+/* A data message of about `size` bytes (text: valid UTF-8 of one- to
+ * three-byte characters, cut anywhere between fragments), in nfrag frames
+ * with control frames between some of them. */
+static void plan_message(stream_plan *p, size_t size, size_t nfrag) {
+    unsigned char m[4096];
+    int text = rnd(2);
+    size_t n = 0;
+    while (n < size) {
+        if (!text) {
+            m[n++] = (unsigned char)rnd(256);
+        } else if (rnd(3) == 0 && n + 2 <= size) {
+            m[n++] = 0xC3, m[n++] = 0xA9; /* é */
+        } else if (rnd(4) == 0 && n + 3 <= size) {
+            m[n++] = 0xE2, m[n++] = 0x82, m[n++] = 0xAC; /* € */
+        } else {
+            m[n++] = (unsigned char)('a' + rnd(26));
+        }
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < nfrag; i++) {
+        size_t part = i + 1 == nfrag ? n - off : rnd((uint32_t)(n - off + 1));
+        plan_frame(p, i + 1 == nfrag, i == 0 ? (text ? 0x1 : 0x2) : 0x0, m + off, part,
+                   i + 1 < nfrag);
+        off += part;
+        if (i + 1 < nfrag && rnd(2)) plan_control(p, 1);
+    }
+}
+
+static double contexts_gauge(void) {
+    for (const cd_metric *m = fx.eng.metrics.head; m; m = m->next)
+        if (strcmp(m->name, "sink_websocket_protocol_contexts") == 0 && m->value != 0)
+            return m->value;
+    return 0;
+}
+
+static double connections_gauge(void) {
+    for (const cd_metric *m = fx.eng.metrics.head; m; m = m->next)
+        if (strcmp(m->name, "sink_websocket_connections") == 0 && m->value != 0) return m->value;
+    return 0;
+}
+
+static void pump(int rounds) {
+    for (int i = 0; i < rounds; i++)
+        uv_run(&fx.loop, UV_RUN_NOWAIT);
+}
+
+/* Reads what the server sent into in (non-blocking), running the loop. */
+static void client_read(int fd, pbuf *in) {
+    char tmp[65536];
+    pump(2);
+    for (;;) {
+        ssize_t r = recv(fd, tmp, sizeof(tmp), 0);
+        if (r > 0) {
+            cr_assert_eq(pbuf_append(in, tmp, (size_t)r), 0);
+            continue;
+        }
+        cr_assert(r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK),
+                  "the server closed the connection");
+        return;
+    }
+}
+
+/* Takes one whole server frame from in: opcode and payload; 0 when in
+ * holds no whole frame. */
+static int server_frame(pbuf *in, int *opcode, unsigned char *payload, size_t *n) {
+    const unsigned char *d = (const unsigned char *)in->data;
+    if (in->len < 2) return 0;
+    cr_assert_eq(d[1] & 0x80, 0, "a server frame is masked");
+    cr_assert(d[0] & 0x80, "the server fragments");
+    size_t len = d[1] & 0x7F, h = 2;
+    if (len == 126) {
+        if (in->len < 4) return 0;
+        len = (size_t)d[2] << 8 | d[3];
+        h = 4;
+    }
+    cr_assert_lt(len, 126, "a server frame of %zu bytes", len);
+    if (in->len < h + len) return 0;
+    *opcode = d[0] & 0x0F;
+    memcpy(payload, d + h, len);
+    *n = len;
+    memmove(in->data, in->data + h + len, in->len - h - len);
+    in->len -= h + len;
+    return 1;
+}
+
+Test(websocket_options, random_splits_keep_the_lazy_wslay_context_in_step) {
+    engine_conf conf;
+    memset(&conf, 0, sizeof(conf)); /* in-process */
+    fx.eng.conf = &conf;
+    shared_host = engine_host;
+    shared_host.log = t_log;
+    ws_port_logged = 0;
+    sink_run a;
+    run_init(&a, "kyc-verified",
+             "{\"plugin\":\"websocket\",\"listen\":\"127.0.0.1:0\",\"jwt_secret\":\"s\"}");
+    char err[512] = "";
+    cr_assert_eq(fx.desc->sink->start(a.ctx, err, sizeof(err)), 0, "%s", err);
+    cr_assert_gt(ws_port_logged, 0, "no port logged");
+
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ws_port_logged)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    char *tok = token(JWT_ALG_HS256, "s", "c-1", time(NULL) + 600);
+    char req[1024];
+    int rl = snprintf(req, sizeof(req),
+                      "GET /ws?token=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n",
+                      tok);
+    free(tok);
+    cr_assert_eq(send(fd, req, (size_t)rl, 0), rl);
+    pbuf in = {0};
+    char *end = NULL;
+    for (int i = 0; i < 1000 && end == NULL; i++) {
+        client_read(fd, &in);
+        end = in.len ? memmem(in.data, in.len, "\r\n\r\n", 4) : NULL;
+    }
+    cr_assert_not_null(end, "no upgrade answer");
+    cr_assert_eq(strncmp(in.data, "HTTP/1.1 101 ", 13), 0, "%.*s", (int)in.len, in.data);
+    size_t hl = (size_t)(end + 4 - in.data);
+    memmove(in.data, in.data + hl, in.len - hl);
+    in.len -= hl;
+    /* The hello, in its own context, gone with it. */
+    int op = -1;
+    unsigned char pl[4096];
+    size_t n = 0;
+    for (int i = 0; i < 1000 && !server_frame(&in, &op, pl, &n); i++)
+        client_read(fd, &in);
+    cr_assert_eq(op, 0x1);
+    cr_assert(n > 0 && memmem(pl, n, "connectd.hello", 14) != NULL);
+    cr_assert_eq(contexts_gauge(), 0);
+    cr_assert_eq(connections_gauge(), 1);
+
+    size_t checked = 0, held_seen = 0;
+    for (int iter = 0; iter < 500; iter++) {
+        stream_plan p = {0};
+        for (int k = 1 + (int)rnd(4); k > 0; k--) {
+            uint32_t kind = rnd(10);
+            if (kind < 2)
+                plan_control(&p, 0);
+            else
+                plan_message(&p, rnd(10) == 0 ? 126 + rnd(3900) : rnd(140),
+                             kind < 6 ? 1 : 2 + rnd(3));
+        }
+        /* Cut anywhere (single bytes, a few, many), and often right
+         * after a frame. */
+        size_t off = 0;
+        while (off < p.len) {
+            static const uint32_t sizes[] = {1, 2, 3, 5, 9, 17, 64, 700};
+            size_t want = 1 + rnd(sizes[rnd(8)]);
+            if (rnd(3) == 0)
+                for (want = 1; off + want < p.len && !p.fend[off + want - 1]; want++)
+                    ;
+            size_t piece = want < p.len - off ? want : p.len - off;
+            cr_assert_eq(send(fd, p.b + off, piece, 0), (ssize_t)piece);
+            off += piece;
+            pump(2);
+            double want_held = p.held[off - 1];
+            cr_assert_eq(contexts_gauge(), want_held,
+                         "iteration %d, after byte %zu of %zu: %g contexts, expected %g", iter, off,
+                         p.len, contexts_gauge(), want_held);
+            checked++;
+            held_seen += p.held[off - 1];
+        }
+        /* Every ping answered, in order; nothing else. */
+        for (size_t i = 0; i < p.npings; i++) {
+            int got = 0;
+            for (int t = 0; t < 1000 && !(got = server_frame(&in, &op, pl, &n)); t++)
+                client_read(fd, &in);
+            cr_assert(got, "iteration %d: pong %zu of %zu missing", iter, i + 1, p.npings);
+            cr_assert_eq(op, 0xA, "iteration %d: opcode %d, a pong expected", iter, op);
+            cr_assert_eq(n, p.ping_len[i]);
+            cr_assert_eq(memcmp(pl, p.pings[i], n), 0, "iteration %d: pong %zu differs", iter, i);
+        }
+        client_read(fd, &in);
+        cr_assert_eq(in.len, 0, "iteration %d: %zu unexpected bytes", iter, in.len);
+        cr_assert_eq(contexts_gauge(), 0);
+        free(p.b);
+        free(p.held);
+        free(p.fend);
+    }
+    /* Both kinds of cut points were checked, many times. */
+    cr_assert_gt(held_seen, 500);
+    cr_assert_gt(checked - held_seen, 500);
+    cr_assert_eq(connections_gauge(), 1);
+
+    close(fd);
+    for (int i = 0; i < 1000 && connections_gauge() != 0; i++)
+        pump(1);
+    cr_assert_eq(connections_gauge(), 0);
+    cr_assert_eq(contexts_gauge(), 0);
+    pbuf_free(&in);
+    cr_assert_eq(fx.desc->sink->stop(a.ctx, t_on_stop, &a), 0);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    run_free(&a);
     fx.eng.conf = NULL;
 }
