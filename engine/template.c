@@ -263,7 +263,7 @@ typedef struct scan {
 
 /* Thin adapters over jsonscan.c's scanner, so both rooms read one grammar. */
 static void scan_ws(scan *s) {
-    if (s->p<s->end && * s->p> ' ') return; /* no whitespace here: the common case */
+    if (s->p < s->end && s->p[0] > ' ') return; /* no whitespace here: the common case */
     s->p = (const unsigned char *)json_skip_ws((const char *)s->p, (const char *)s->end);
 }
 
@@ -331,7 +331,6 @@ static int parse_index(const char *t, size_t n, size_t *out) {
     return 0;
 }
 
-/* Records the top-level object's members of a validated value. */
 /* Whether p[0..n) holds c (keys and pointer tokens are short: a plain
  * loop beats a call). */
 static int has_byte(const unsigned char *p, size_t n, unsigned char c) {
@@ -340,6 +339,7 @@ static int has_byte(const unsigned char *p, size_t n, unsigned char c) {
     return 0;
 }
 
+/* Records the top-level object's members of a validated value. */
 static void index_build(template_index *ix, const char *json, size_t len) {
     scan s = {(const unsigned char *)json, (const unsigned char *)json + len, 1};
     ix->value = json;
