@@ -882,7 +882,10 @@ Test(sink_file, partitions_offsets_and_timestamps_keep_every_digit) {
     size_t n = sizeof(offsets) / sizeof(offsets[0]);
     cr_assert_leq(n, TB_MAX);
     for (size_t i = 0; i < n; i++) {
-        tb.records[i] = json_record("ints", (int32_t)(i * 7), offsets[i], "1");
+        /* json_record's timestamp is 1000 + offset: set both afterwards,
+         * so INT64_MAX does not overflow. */
+        tb.records[i] = json_record("ints", (int32_t)(i * 7), 0, "1");
+        tb.records[i].offset = offsets[i];
         tb.records[i].timestamp_ms = offsets[i];
     }
     json_t *lines = write_and_read(&tb, n, "ints.ndjson");
