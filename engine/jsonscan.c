@@ -81,7 +81,8 @@ static const unsigned char *scan_run_swar(const unsigned char *p, const unsigned
     return p;
 }
 
-static const unsigned char *scan_plain_run(const unsigned char *p, const unsigned char *end) {
+static inline const unsigned char *scan_plain_run(const unsigned char *p,
+                                                  const unsigned char *end) {
     if (scan_mode == 2) return p;
 #if defined(__SSE2__)
     if (scan_mode == 0) {
@@ -166,33 +167,16 @@ static int scan_string(scan *s) {
 }
 
 /* After the opening quote: the common string, with no escape, control
- * character or non-ASCII byte before its closing quote, found 16 bytes at a
- * time without a call; anything else goes to scan_string. */
+ * character or non-ASCII byte before its closing quote, ends in the plain
+ * run (scan_plain_run inlined, no call); anything else goes to
+ * scan_string. */
 static inline int scan_string_fast(scan *s) {
-#if defined(__SSE2__)
-    if (scan_mode == 0) {
-        const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'),
-                      space = _mm_set1_epi8(0x20);
-        const unsigned char *p = s->p;
-        while (s->end - p >= 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-            __m128i m =
-                _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
-                             _mm_cmplt_epi8(v, space));
-            unsigned mask = (unsigned)_mm_movemask_epi8(m);
-            if (mask) {
-                p += __builtin_ctz(mask);
-                if (*p == '"') {
-                    s->p = p + 1;
-                    return 0;
-                }
-                break;
-            }
-            p += 16;
-        }
-        s->p = p;
+    const unsigned char *p = scan_plain_run(s->p, s->end);
+    if (p < s->end && *p == '"') {
+        s->p = p + 1;
+        return 0;
     }
-#endif
+    s->p = p;
     return scan_string(s);
 }
 
