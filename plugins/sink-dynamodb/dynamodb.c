@@ -248,18 +248,18 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_batch *b, ddb_rec *r, size_t idx, const
                   .dkey = &ctx->dkey,
                   .err = err,
                   .errlen = errlen};
-    char ttl[160] = "", aerr[256];
+    const char *ttl = NULL; /* the TTL member: "name":{"N":"..."} (":ttl" for updates) */
+    char aerr[256];
     int rc = CD_ERR_INVALID;
     if (ctx->ttl_attr != NULL) {
-        long long at = (long long)time(NULL) + (long long)ctx->ttl_seconds;
-        if (ctx->op == DDB_OP_PUT) {
-            pbuf t = {0};
-            if (pbuf_json_string(&t, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0) goto nomem;
-            snprintf(ttl, sizeof(ttl), "%s:{\"N\":\"%lld\"}", t.data, at);
-            pbuf_free(&t);
-        } else {
-            snprintf(ttl, sizeof(ttl), "\":ttl\":{\"N\":\"%lld\"}", at);
-        }
+        char at[24];
+        snprintf(at, sizeof(at), "%lld", (long long)time(NULL) + (long long)ctx->ttl_seconds);
+        pbuf *t = &ctx->ttl_member;
+        t->len = 0;
+        if (pbuf_puts(t, ctx->op == DDB_OP_PUT ? ctx->ttl_json : "\":ttl\"") < 0 ||
+            pbuf_puts(t, ":{\"N\":\"") < 0 || pbuf_puts(t, at) < 0 || pbuf_puts(t, "\"}") < 0)
+            goto nomem;
+        ttl = t->data;
     }
     if (ctx->op == DDB_OP_PUT) {
         if (ddb_render(ctx, ctx->t_item, rec, err, errlen) < 0) goto fail;
@@ -267,7 +267,7 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_batch *b, ddb_rec *r, size_t idx, const
          * composed into the request below. */
         pbuf *out = ctx->batched ? a : &ctx->tmp;
         if (ctx->batched && pbuf_puts(a, "{\"PutRequest\":{\"Item\":") < 0) goto nomem;
-        rc = ddb_attr_map(ctx->render.data, ctx->render.len, &ctx->types, ttl[0] ? ttl : NULL, out,
+        rc = ddb_attr_map(ctx->render.data, ctx->render.len, &ctx->types, ttl, out,
                           ctx->nkey_attrs > 0 ? ddb_on_key_member : NULL, &x, aerr, sizeof(aerr));
         if (rc > 0) {
             rc = x.rc;
@@ -293,10 +293,10 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_batch *b, ddb_rec *r, size_t idx, const
                                        err, errlen)) != 0)
                 goto fail;
             rc = CD_ERR_INVALID;
-            if (ttl[0]) {
+            if (ttl) {
                 if (ddb_comma(x.names) < 0 || pbuf_puts(x.names, "\"#ttl\":") < 0 ||
-                    pbuf_json_string(x.names, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0 ||
-                    ddb_comma(x.values) < 0 || pbuf_puts(x.values, ttl) < 0 ||
+                    pbuf_puts(x.names, ctx->ttl_json) < 0 || ddb_comma(x.values) < 0 ||
+                    pbuf_puts(x.values, ttl) < 0 ||
                     pbuf_puts(x.set, x.set->len ? ", #ttl = :ttl" : "SET #ttl = :ttl") < 0)
                     goto nomem;
             }

@@ -84,6 +84,7 @@ struct ddb_ctx {
     char *cond_names; /* compact JSON object text or NULL */
     int cond_failed_ok;
     char *ttl_attr;
+    char *ttl_json; /* ttl_attr as a JSON string, quotes included (owned) */
     int64_t ttl_seconds;
     size_t max_in_flight;
     uint64_t timeout_ms;
@@ -100,7 +101,7 @@ struct ddb_ctx {
 
     /* Scratch, reused per record. */
     cd_buf render;
-    pbuf tmp, names, values, set, dkey;
+    pbuf tmp, names, values, set, dkey, ttl_member;
 };
 
 /* dynamodb_conf.c: options -> context (no I/O) and back. */

@@ -154,6 +154,16 @@ int ddb_conf_create(const cd_host *host, cd_instance *inst, const cd_config *cfg
                            errlen)) < 0)
         goto fail;
     ctx->ttl_seconds = host->cfg_int(cfg, "ttl_seconds");
+    if (ctx->ttl_attr != NULL) {
+        /* Escaped once here, not for every record. */
+        pbuf j = {0};
+        if (pbuf_json_string(&j, ctx->ttl_attr, strlen(ctx->ttl_attr)) < 0) {
+            rc = CD_ERR_NOMEM;
+            snprintf(errbuf, errlen, "out of memory");
+            goto fail;
+        }
+        ctx->ttl_json = j.data;
+    }
 
     const char *cf = host->cfg_string(cfg, "conditional_failed");
     ctx->cond_failed_ok = cf == NULL || strcmp(cf, "fatal") != 0;
@@ -212,6 +222,7 @@ void ddb_conf_destroy(ddb_ctx *ctx) {
     pbuf_free(&ctx->values);
     pbuf_free(&ctx->set);
     pbuf_free(&ctx->dkey);
+    pbuf_free(&ctx->ttl_member);
     ddb_types_free(&ctx->types);
     for (size_t i = 0; i < ctx->nkey_attrs; i++)
         free(ctx->key_attrs[i]);
@@ -223,5 +234,6 @@ void ddb_conf_destroy(ddb_ctx *ctx) {
     free(ctx->condition);
     free(ctx->cond_names);
     free(ctx->ttl_attr);
+    free(ctx->ttl_json);
     free(ctx);
 }

@@ -124,6 +124,30 @@ def test_put_of_1000_records_goes_through_batch_write_item_and_every_item_is_wri
     assert sum(committed_offsets(kafka, "connectd.ddb-put", topic).values()) == 1000
 
 
+def test_put_with_ttl_writes_the_expiry_under_an_escaped_attribute_name(kafka, engines):
+    """The TTL member of a BatchWriteItem put: its name is escaped once at
+    start-up (a quote and a backslash in it), its value is now + ttl_seconds."""
+    client = ddb()
+    table, topic = unique("ddb-ttl"), unique("ddb-ttl")
+    create_table(client, table, ("eventId",))
+    create_topic(kafka, topic, 1)
+    produce(kafka, topic, events(60, 6))
+    name = 'exp"ires\\At'
+    s = sink(table, key_attributes=["eventId"],
+             item={"eventId": "${/eventId}", "seq": "${/seq}"},
+             ttl_attribute=name, ttl_seconds=7200)
+    eng = start(engines, kafka, {"p": pipeline("ddb-ttl", topic, s)}, aws_env())
+    wait_until(lambda: committed_offsets(kafka, "connectd.ddb-ttl", topic) == {0: 60},
+               proc=eng.proc, what="commit of 60")
+    now = time.time()
+    items = scan_all(client, table)
+    assert len(items) == 60
+    for it in items:
+        assert set(it) == {"eventId", "seq", name}, it
+        assert now + 7200 - 120 <= int(it[name]["N"]) <= now + 7200 + 5
+    assert eng.stop() == 0
+
+
 def test_update_sets_attributes_in_per_key_order_with_ttl(kafka, engines):
     client = ddb()
     table, topic = unique("ddb-upd"), unique("ddb-upd")
