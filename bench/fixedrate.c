@@ -13,7 +13,11 @@
  * event per line, posted in turn as application/json.  Prints, like bench/ingest.lua: COUNT s202 N
  * / s503 / s4xx / sother / ev202 / ev503 / ev400 / requests / duration_us / late_sends (requests
  * sent > 1 ms after due) / errors_* LAT p50|p90|p99|p99.9|max|mean MICROSECONDS Exit status 0
- * unless it could not run at all. */
+ * unless it could not run at all.
+ *
+ * FIXEDRATE_TRACE=FILE writes "t0 MS" (CLOCK_MONOTONIC) and then one line
+ * "DUE_MS LATENCY_MS" per request answered more than 5 ms after it was due,
+ * DUE_MS counted from t0, to line stalls up with a GC log or a trace. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -174,9 +178,11 @@ int main(int argc, char **argv) {
     uint64_t err_read = 0, err_write = 0, err_timeout = 0, closed = 0, unsolicited = 0;
     uint64_t sent = 0, answered = 0;
     double interval = 1e9 / rate;
+    FILE *trace = getenv("FIXEDRATE_TRACE") ? fopen(getenv("FIXEDRATE_TRACE"), "w") : NULL;
     uint64_t t0 = now_ns() + 1000000; /* first request due in 1 ms */
     uint64_t deadline = t0 + (uint64_t)(secs * 1e9) + 15000000000ull; /* answers: +15 s */
     struct epoll_event evs[256];
+    if (trace) fprintf(trace, "t0 %.3f\n", (double)t0 / 1e6);
 
     while (answered + err_read + err_write < total) {
         uint64_t now = now_ns();
@@ -255,6 +261,9 @@ int main(int argc, char **argv) {
             }
             {
                 lat[nlat++] = t - c->due_ns;
+                if (trace && t - c->due_ns > 5000000)
+                    fprintf(trace, "%.3f %.2f\n", (double)(c->due_ns - t0) / 1e6,
+                            (double)(t - c->due_ns) / 1e6);
                 answered++;
                 if (status == 202)
                     s202++;
