@@ -210,15 +210,15 @@ def rusage_helper():
     return helper("bench-rusage", "rusage.c")
 
 
-def helper(name, source):
+def helper(name, source, libs=()):
     """build/bench/<name> from bench/<source>, compiled with cc when it is
     missing or older than its source (CMake builds it too)."""
     exe = BUILD / "bench" / name
     src = BENCH / source
     if not exe.exists() or exe.stat().st_mtime < src.stat().st_mtime:
         exe.parent.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", str(exe), str(src)],
-                           capture_output=True, text=True)
+        p = subprocess.run(["cc", "-O2", "-std=c11", "-D_GNU_SOURCE", "-o", str(exe), str(src),
+                            *libs], capture_output=True, text=True)
         if p.returncode != 0:
             raise BenchError(f"cannot build {exe}: {p.stderr}")
     return exe
@@ -972,6 +972,41 @@ def _run_http_ingest(bootstrap, topic, work, port, pipeline, mode, depth, durati
     return r, work, topic
 
 
+def run_producelat(bootstrap, workroot, rate, duration, events_file):
+    """The reference beside a fixed-rate ingest row: bench-producelat
+    (bench/producelat.c), a bare librdkafka producer configured as the
+    engine's (linger.ms=1, idempotent), producing the same events at the same
+    fixed rate into a fresh topic, each timed from when it was due to its
+    delivery report. What the broker and librdkafka cost by themselves."""
+    topic = f"bench-plat-{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, topic)
+    rufile = workroot / f"{topic}.rusage"
+    cmd = [helper("bench-producelat", "producelat.c", ("-lrdkafka", "-lpthread")), bootstrap,
+           topic, str(rate), str(duration), str(events_file)]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(measured(cmd, rufile), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    out, err = proc.communicate(timeout=duration + 90)
+    ru = read_usage(proc, rufile)
+    wall = time.monotonic() - t0
+    if ru.status != 0:
+        raise BenchError(f"bench-producelat exited {ru.status}: {err}\n{out[-2000:]}")
+    counts, lat = parse_wrk(out)
+    n = counts["ev202"]
+    stored = count_topic(bootstrap, topic)
+    if n != counts["requests"] or stored != n + 20:  # + its 20 warm-up events
+        raise BenchError(f"{topic}: bench-producelat delivered {n} of {counts['requests']}, "
+                         f"{stored} in the topic (expected {counts['requests'] + 20})")
+    secs = float(duration)
+    r = result(f"producer alone, fixed {rate:,}/s (reference)", n, secs, ru, None, {
+        "fixed_rate": rate, "sent": counts["requests"], "late_sends": counts["late_sends"],
+        "topic": topic, "records_per_s": n / secs, "process_wall_s": wall,
+        "p50_ms": lat["p50"] / 1000, "p90_ms": lat["p90"] / 1000, "p99_ms": lat["p99"] / 1000,
+        "p999_ms": lat["p99.9"] / 1000, "max_ms": lat["max"] / 1000,
+        "stored_in_topic": stored, "reference_for": f"HTTP ingest, fixed {rate:,} req/s"})
+    return r, topic
+
+
 def run_kcat_produce(bootstrap, workroot, events, n):
     """The reference: kcat -P of n of the same events (with an eventId each, as
     source-http stores them), keyed by customerId, through an idempotent
@@ -1053,11 +1088,19 @@ def ingest_scenarios(bootstrap, scale, keep, workroot, overrides):
                 r.pop("work_dir", None)
             rows.append(r)
         for rate in INGEST_FIXED_RATES:
+            pref, t = run_producelat(bootstrap, workroot, rate, duration, events_file)
+            topics.append(t)
+            log(f"{pref['scenario']}: p50 {pref['p50_ms']:.2f} ms, p99 {pref['p99_ms']:.2f} ms "
+                f"from due time, {pref['late_sends']} sent > 1 ms late, "
+                f"{pref['cpu_us_per_record']:.1f} µs/event")
+            rows.append(pref)
             r, work, t = run_http_ingest(bootstrap, workroot, "single", 1, duration,
                                          events_file, events, rate=rate)
             topics.append(t)
             r["vs_reference"] = r["records_per_s"] / ref["records_per_s"]
             r["cpu_vs_reference"] = r["cpu_us_per_record"] / ref["cpu_us_per_record"]
+            r["producer_alone"] = {k: pref[k] for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms",
+                                                         "max_ms", "late_sends")}
             log(f"{r['scenario']}: {r['requests_per_s']:,.0f} requests/s answered, "
                 f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms from due time, "
                 f"{r['late_sends']} sent > 1 ms late, {r['cpu_us_per_request']:.1f} µs/request, "
@@ -1083,7 +1126,10 @@ def ingest_scenarios(bootstrap, scale, keep, workroot, overrides):
     print(table(rows, INGEST_COLUMNS))
     print()
     for r in rows[1:]:
+        if r.get("reference_for"):
+            continue
         if r.get("fixed_rate"):
+            pa = r["producer_alone"]
             print(f"{r['scenario']}: {r['sent']:,} requests due over {duration}s, all answered, "
                   f"{r['late_sends']:,} sent more than 1 ms after due (generator not scheduled in time, or "
                   f"every connection busy); "
@@ -1091,7 +1137,9 @@ def ingest_scenarios(bootstrap, scale, keep, workroot, overrides):
                   f"p99 {r['p99_ms']:.2f} ms, p99.9 {r['p999_ms']:.2f} ms, max "
                   f"{r['max_ms']:.2f} ms; {r['cpu_us_per_request']:.1f} engine CPU µs/request; "
                   f"{r['stored_in_topic']:,} in the topic for {r['events_202']:,} + "
-                  f"{r['warmup_202']} warm-up 202s")
+                  f"{r['warmup_202']} warm-up 202s; the producer alone at the same rate: p50 "
+                  f"{pa['p50_ms']:.2f}, p99 {pa['p99_ms']:.2f}, p99.9 {pa['p999_ms']:.2f}, max "
+                  f"{pa['max_ms']:.2f} ms ({pa['late_sends']:,} sent > 1 ms late)")
             continue
         print(f"{r['scenario']}: {r['records_per_s']:,.0f} events/s = {r['vs_reference']:.2f}× "
               f"kcat -P's rate, {r['cpu_vs_reference']:.1f}× its CPU per event "
