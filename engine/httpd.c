@@ -511,7 +511,10 @@ int httpd_req_is_upgrade(const httpd_req *req) {
 static int hd_req_parse_params(httpd_req *r) {
     const char *q = httpd_req_query(r);
     size_t n = q ? strlen(q) : 0;
-    r->params = malloc(n + 2);
+    /* Decoding never grows a byte, but each parameter adds two NULs and a
+     * parameter without '=' has no '=' byte to pay for its second one: k
+     * parameters need up to n + k + 1 bytes, and k <= n. */
+    r->params = malloc(2 * n + 2);
     if (!r->params) return -1;
     char *out = r->params;
     size_t i = 0;
