@@ -487,6 +487,12 @@ static int hs_number(hs_walk *w, hs_span *out, int *kind) {
         const unsigned char *e = p;
         size_t nexp = hs_digits(&p, end);
         if (nexp == 0) return -1;
+        /* Leading zeros say nothing about the exponent's size: 1e-0000001
+         * is 0.1, and 1 with 400 zeros e-0000001 overflows. */
+        while (nexp > 1 && *e == '0') {
+            e++;
+            nexp--;
+        }
         if (nexp > 6) {
             if (!neg) return -1;
             exp = -1000000; /* underflows to 0 or a denormal: jansson takes it */

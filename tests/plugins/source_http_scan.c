@@ -406,6 +406,17 @@ Test(source_http_scan, malformed_json_is_the_references_400) {
     expect(&fx, "{\"k\":\"v\",\"n\":1.7e308}", 0, NULL, EITHER);
     expect(&fx, "{\"k\":\"v\",\"n\":1e307,\"m\":-1e-400,\"o\":0e99999999}", 0, NULL, EITHER);
     expect(&fx, "{\"k\":\"v\",\"n\":1e-400}", 0, NULL, FAST);
+    /* An exponent padded with zeros is as small as its value: 1 and 400
+     * zeros e-0000001 is 1e399, which jansson refuses, and the fast path
+     * must not take it for an underflow; 1e-0000001 is just 0.1. */
+    {
+        char big[512];
+        size_t n = (size_t)snprintf(big, sizeof(big), "{\"k\":\"v\",\"n\":1");
+        memset(big + n, '0', 400);
+        snprintf(big + n + 400, sizeof(big) - n - 400, "e-0000001}");
+        expect(&fx, big, 400, "invalid JSON", DEFER);
+    }
+    expect(&fx, "{\"k\":\"v\",\"n\":1e-0000001,\"m\":2E+000000300}", 0, NULL, FAST);
     expect(&fx, "{\"k\":\"v\",\"n\":-0,\"m\":-0.0,\"o\":0E+0,\"p\":1E-2}", 0, NULL, FAST);
     expect(&fx, "{\"k\":\"v\",\"s\":\"\\u0001\\ud83d\\ude00\\/\\b\\f\\n\\r\\t\\\"\\\\\"}", 0, NULL,
            FAST);
