@@ -446,6 +446,14 @@ static void pl_backpressure(pipeline *pl, pl_partition *p) {
     pl_flow_update(pl);
 }
 
+/* Records of p left the window without a batch completing (filtered out by
+ * `when`, dead-lettered): intake only re-checks its marks at batch
+ * completion and arrival, and a partition paused over its mark would stay
+ * paused with nothing left to complete. */
+static void pl_released(pipeline *pl, pl_partition *p) {
+    pl_backpressure(pl, pl_is_orphan(pl, p) ? NULL : p);
+}
+
 /* ------------------------------------------------------------ commits */
 static void pl_commit(pipeline *pl, int revoking_only, int sync) {
     if (!pl->rk) return;
@@ -548,6 +556,7 @@ static void pl_dlq_done(void *opaque, int status, const char *errmsg, int32_t pa
             pl_msg_ack(pl, d->msg);
         free(d->reason);
         free(d);
+        pl_released(pl, p);
         if (pl_is_orphan(pl, p))
             pl_orphan_check(pl, p);
         else
@@ -863,7 +872,7 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
     const batch_policy *bp = &pl->conf->batch;
     size_t max = (size_t)bp->max_records;
     pl_pick *picks = malloc(max * sizeof(*picks));
-    size_t count = 0, bytes = 0, from_held = 0;
+    size_t count = 0, bytes = 0, from_held = 0, filtered = 0;
     uint64_t oldest = UINT64_MAX, next_wake = UINT64_MAX;
 
     /* Held records whose key's backoff is over, oldest first. */
@@ -894,13 +903,17 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
         if (!e) continue;
         pl_msg *m = e->data;
         if ((m->done_mask | m->held_mask) & bit) continue;
+        /* `when` first: a record this sink filters out never reaches it, so
+         * it need not wait behind its key's retry (and once held, it would
+         * go out from the held set without its `when` being looked at). */
+        if (s->conf->when && !condition_eval(s->conf->when, m->doc)) {
+            pl_msg_sink_done(pl, m, si); /* may release m */
+            filtered++;
+            continue;
+        }
         keyhold *h = keyhold_find(&lane->holds, m->rec.key, m->rec.key_len);
         if (h) {
             pl_lane_hold(lane, h, m, bit);
-            continue;
-        }
-        if (s->conf->when && !condition_eval(s->conf->when, m->doc)) {
-            pl_msg_sink_done(pl, m, si); /* may release m */
             continue;
         }
         if (count > 0 && bytes + m->bytes > (size_t)bp->max_bytes) break;
@@ -912,6 +925,7 @@ static void pl_dispatch_lane(pipeline *pl, pl_partition *p, size_t si) {
         bytes += m->bytes;
     }
     if (next_wake != UINT64_MAX) pl_schedule(pl, next_wake);
+    if (filtered) pl_released(pl, p);
     if (count == 0) {
         lane->next_seq = seq;
         free(picks);
