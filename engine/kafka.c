@@ -105,8 +105,11 @@ void kafka_describe_listener(const json_t *props, char *out, size_t outlen) {
 }
 
 /* ----------------------------------------------------------------- producer */
-/* Errors that resending cannot fix are CD_ERR_INVALID (a source answers
- * them 400, not 503); everything else may succeed later. */
+/* Errors about the record itself, that resending it cannot fix, are
+ * CD_ERR_INVALID (a source answers them 400, not 503).  A topic that does
+ * not exist or that this client may not write is the deployment's problem,
+ * not the record's: it may succeed once the topic or the ACL is there, so
+ * it is CD_ERR_IO like everything else that may succeed later. */
 static int kafka_produce_error(rd_kafka_resp_err_t err) {
     switch (err) {
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
@@ -114,9 +117,6 @@ static int kafka_produce_error(rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
     case RD_KAFKA_RESP_ERR_INVALID_RECORD:
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
         return CD_ERR_INVALID;
     case RD_KAFKA_RESP_ERR__QUEUE_FULL:
         return CD_ERR_BUSY;

@@ -538,6 +538,38 @@ def test_kafka_unreachable_is_503_with_retry_after_at_the_ack_timeout(kafka, eng
     assert eng.stop() == 0
 
 
+def test_a_topic_missing_from_kafka_is_503_not_400(kafka, engines, tmp_path):
+    """A configured topic that does not exist in Kafka (auto-creation is off
+    on MSK) is the deployment's problem, not the event's: 503 with
+    Retry-After, so clients keep the event and send it again, and once the
+    topic exists the same event is stored."""
+    topic = unique("src-missing")
+    eng = source_engine(engines, kafka, tmp_path, {topic: "kyc-verified"}, retry_after_s=1,
+                        kafka_props={"allow.auto.create.topics": "false",
+                                     "topic.metadata.propagation.max.ms": "300",
+                                     "topic.metadata.refresh.interval.ms": "500"}).start()
+    client = Client(source_addr(eng))
+    event = kyc("c-1", 1, eventId=str(uuid.uuid4()))
+    # The first is refused by the broker; once librdkafka's metadata knows
+    # the topic is missing, the next is refused by the producer at once.
+    for _ in range(2):
+        status, resp, body = client.post(topic, event)
+        assert status == 503, body
+        assert resp.getheader("Retry-After") == "1"
+        assert "retry with the same eventId" in body["error"], body
+    assert "Unknown topic" in body["error"], body
+    create_topic(kafka, topic, 1)
+    deadline = time.time() + 30
+    while status != 202 and time.time() < deadline:
+        time.sleep(0.5)
+        status, resp, body = client.post(topic, event)
+    assert status == 202, body
+    client.close()
+    got = records(kafka, topic, 1)
+    assert [v["eventId"] for _, v in got.values()] == [event["eventId"]]
+    assert eng.stop() == 0
+
+
 def test_a_full_producer_queue_is_an_immediate_503_and_stops_the_batch(kafka, engines, tmp_path):
     topic = unique("src-full")
     # One record fills the queue, and with no broker it never drains.
