@@ -222,11 +222,59 @@ void http_send_json(http_ctx *ctx, cd_http_request *req, int status, json_t *bod
 }
 
 /* {"error": error} (and "field" when field is not NULL). */
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none. */
+static size_t http_utf8_len(const unsigned char *p, size_t n) {
+    unsigned c = p[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned min, cp;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2, min = 0x80, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3, min = 0x800, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+json_t *http_json_text(const char *text) {
+    json_t *s = json_string(text);
+    if (s) return s;
+    size_t n = strlen(text);
+    char *fixed = malloc(3 * n + 1); /* each bad byte becomes 3 */
+    if (!fixed) return json_string("");
+    const unsigned char *p = (const unsigned char *)text;
+    size_t w = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = http_utf8_len(p + i, n - i);
+        if (len) {
+            memcpy(fixed + w, p + i, len);
+            w += len;
+            i += len;
+        } else {
+            memcpy(fixed + w, "\xEF\xBF\xBD", 3);
+            w += 3;
+            i++;
+        }
+    }
+    s = json_stringn(fixed, w);
+    free(fixed);
+    return s ? s : json_string("");
+}
+
 void http_send_error(http_ctx *ctx, cd_http_request *req, int status, const char *error,
                      const char *field, const char *h1, const char *h2) {
     json_t *o = json_object();
-    json_object_set_new(o, "error", json_string(error));
-    if (field) json_object_set_new(o, "field", json_string(field));
+    json_object_set_new(o, "error", http_json_text(error));
+    if (field) json_object_set_new(o, "field", http_json_text(field));
     http_send_json(ctx, req, status, o, h1, h2);
 }
 
@@ -252,10 +300,10 @@ static json_t *http_event_result(const http_pending *p, const http_event *ev) {
         json_object_set_new(o, "eventId", json_string(ev->event_id));
         return o;
     }
-    json_object_set_new(o, "error", json_string(ev->error ? ev->error : "failed"));
+    json_object_set_new(o, "error", http_json_text(ev->error ? ev->error : "failed"));
     if (ev->status == 400)
         json_object_set_new(o, "field",
-                            ev->field_null || !ev->field ? json_null() : json_string(ev->field));
+                            ev->field_null || !ev->field ? json_null() : http_json_text(ev->field));
     /* A 503 carries the eventId so that the retry can reuse it (the event
      * may be stored after all). */
     if (ev->status == 503 && ev->event_id)

@@ -231,6 +231,10 @@ int http_ws_start(http_ctx *ctx, char *errbuf, size_t errlen);
 void http_ws_handle(http_ctx *ctx, cd_http_request *req, int connect, const char *sub);
 
 /* Answers req with {"error": error} (and "field" when not NULL), http.c. */
+/* A JSON string of text, which may hold bytes that are not UTF-8 (a path
+ * segment, a client's id cut by a length limit): those become U+FFFD, so the
+ * member is never lost (json_string refuses invalid UTF-8 and returns NULL). */
+json_t *http_json_text(const char *text);
 void http_send_error(http_ctx *ctx, cd_http_request *req, int status, const char *error,
                      const char *field, const char *h1, const char *h2);
 /* Answers req with body (takes the reference), http.c. */

@@ -75,8 +75,8 @@ static void http_ws_answer(http_ws_op *op) {
     }
     if (op->status == 200) {
         json_t *o = json_object();
-        json_object_set_new(o, "connectionId", json_string(op->conn));
-        json_object_set_new(o, "customerId", json_string(op->cust));
+        json_object_set_new(o, "connectionId", http_json_text(op->conn));
+        json_object_set_new(o, "customerId", http_json_text(op->cust));
         http_send_json(ctx, op->req, 200, o, NULL, NULL);
     } else {
         /* Once per outage, not once per request. */
@@ -234,7 +234,7 @@ void http_ws_handle(http_ctx *ctx, cd_http_request *req, int connect, const char
         else
             snprintf(msg, sizeof(msg), "the body must be a JSON object");
         json_t *o = json_object();
-        json_object_set_new(o, "error", json_string(msg));
+        json_object_set_new(o, "error", http_json_text(msg));
         json_object_set_new(o, "field", doc == NULL ? json_null() : json_string(""));
         http_send_json(ctx, req, 400, o, NULL, NULL);
         json_decref(doc);

@@ -318,6 +318,9 @@ def test_every_refusal_has_its_status_and_names_the_problem(kafka, engines, tmp_
 
     status, _, body = client.post(unique("nope"), kyc("c-1", 1))
     assert status == 404 and "unknown topic" in body["error"]
+    # A topic name that is not UTF-8 once decoded: the reason is still there.
+    status, _, body = client.post("%FFx", kyc("c-1", 1))
+    assert status == 404 and body["error"] == 'unknown topic "\ufffdx"', body
     assert client.request("GET", "/v1/nothing")[0] == 404
     assert client.request("POST", "/v1/events/")[0] == 404
     status, resp, _ = client.request("GET", f"/v1/events/{topic}")
