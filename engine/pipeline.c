@@ -104,6 +104,11 @@ typedef struct pl_dlq {
     int64_t tries;
     uint64_t retry_at_ms;
     struct pl_dlq *next;
+    /* While its produce is in flight: linked in pl->dlq_sent.  detached: its
+     * record (or the whole pipeline) is gone, and the delivery report only
+     * frees it. */
+    struct pl_dlq *sent_prev, *sent_next;
+    int in_sent, detached;
 } pl_dlq;
 
 struct pipeline {
@@ -119,9 +124,10 @@ struct pipeline {
     uint64_t all_sinks_mask;
     int needs_doc;
     rd_kafka_t *rk;
-    int64_t reset_offset; /* auto.offset.reset as a logical offset; INVALID for "error" */
-    int records_released; /* the consumer is destroyed: no record is held any more */
-    pl_msg *msg_spares;   /* free list (linked through the first word) */
+    int64_t reset_offset;    /* auto.offset.reset as a logical offset; INVALID for "error" */
+    int records_released;    /* the consumer is destroyed: no record is held any more */
+    struct pl_dlq *dlq_sent; /* dead-letter produces in flight */
+    pl_msg *msg_spares;      /* free list (linked through the first word) */
     size_t msg_spare_count;
     rd_kafka_queue_t *queue;
     kafka_queue_watch watch;
@@ -542,9 +548,37 @@ static void pl_fail(pipeline *pl, pl_msg *m, const char *fmt, ...) {
 
 static void pl_dlq_send(pl_dlq *d);
 
+static void pl_dlq_unsend(pl_dlq *d) {
+    if (!d->in_sent) return;
+    if (d->sent_prev)
+        d->sent_prev->sent_next = d->sent_next;
+    else
+        d->pl->dlq_sent = d->sent_next;
+    if (d->sent_next) d->sent_next->sent_prev = d->sent_prev;
+    d->sent_prev = d->sent_next = NULL;
+    d->in_sent = 0;
+}
+
+/* The records are about to be freed (forced stop, pipeline freed): a
+ * delivery report still to come must not touch them, or the pipeline. */
+static void pl_dlq_detach_sent(pipeline *pl) {
+    while (pl->dlq_sent) {
+        pl_dlq *d = pl->dlq_sent;
+        pl_dlq_unsend(d);
+        d->part->dlq_inflight--;
+        d->detached = 1;
+    }
+}
+
 static void pl_dlq_done(void *opaque, int status, const char *errmsg, int32_t partition,
                         int64_t offset) {
     pl_dlq *d = opaque;
+    if (d->detached) {
+        free(d->reason);
+        free(d);
+        return;
+    }
+    pl_dlq_unsend(d);
     pipeline *pl = d->pl;
     pl_partition *p = d->part;
     if (status == 0) {
@@ -615,6 +649,10 @@ static void pl_dlq_send(pl_dlq *d) {
     char err[512];
     kafka_producer *kp = engine_producer(pl->eng, err, sizeof(err));
     int r = -1;
+    d->sent_next = pl->dlq_sent;
+    if (pl->dlq_sent) pl->dlq_sent->sent_prev = d;
+    pl->dlq_sent = d;
+    d->in_sent = 1;
     if (kp)
         r = kafka_producer_send(kp, pl->conf->dead_letter_topic, RD_KAFKA_PARTITION_UA,
                                 d->msg->rec.key, d->msg->rec.key_len, d->msg->rec.value,
@@ -1497,6 +1535,7 @@ static void pl_finish_stop(pipeline *pl);
 static void pl_destroy_consumer(pipeline *pl) {
     if (!pl->rk) return;
     pl->records_released = 1;
+    pl_dlq_detach_sent(pl);
     for (int list = 0; list < 2; list++) {
         for (pl_partition *p = list ? pl->orphans : pl->parts; p; p = p->next) {
             offset_window_free(&p->win, pl_msg_free, NULL);
@@ -1657,6 +1696,7 @@ void pipeline_force_stop(pipeline *pl) {
 
 void pipeline_free(pipeline *pl) {
     if (!pl) return;
+    pl_dlq_detach_sent(pl);
     while (pl->parts) {
         pl_partition *p = pl->parts;
         pl->parts = p->next;
