@@ -51,7 +51,8 @@ struct redis_conn {
     int down_logged;   /* the loss was logged; recovery will be */
     unsigned failures; /* consecutive, for the backoff */
     const char *why;   /* why we dropped ac ourselves (connect timeout) */
-    uv_timer_t timer;  /* connect timeout while connecting, backoff while down */
+    uv_timer_t timer;  /* connect timeout while connecting, backoff while down,
+                          command watchdog (cmd) while up */
 };
 
 typedef struct redis_cmd {
@@ -98,9 +99,10 @@ struct redis {
     size_t nbuckets, nsubs;
     redis_sub *dead; /* unsubscribed during a dispatch */
     redis_unsub *unsubs;
-    int dispatching;     /* inside subscription callbacks: unsubscribed entries wait */
-    size_t pending;      /* commands whose callback has not run yet */
-    size_t handles_open; /* uv handles whose close callback has not run yet */
+    int dispatching;      /* inside subscription callbacks: unsubscribed entries wait */
+    size_t pending;       /* commands whose callback has not run yet */
+    uint64_t progress_ms; /* last reply, or when pending left 0 */
+    size_t handles_open;  /* uv handles whose close callback has not run yet */
     int closing;
     uint64_t rng;
     void (*on_closed)(void *opaque);
@@ -208,6 +210,9 @@ static uint64_t redis_rand(redis *r) {
 }
 
 static void redis_timer_cb(uv_timer_t *t);
+static void redis_watchdog_arm(redis_conn *c);
+#define REDIS_STR2(x) #x
+#define REDIS_STR(x)  REDIS_STR2(x)
 
 /* The connection is gone (or never came): log once, retry after a backoff.
  * c->ac is already NULL (hiredis, or we, free the context). */
@@ -247,6 +252,8 @@ static void redis_on_connect(const redisAsyncContext *ac, int status) {
     c->connected = 1;
     c->failures = 0;
     uv_timer_stop(&c->timer);
+    r->progress_ms = uv_now(r->loop); /* commands waiting for the connect */
+    redis_watchdog_arm(c);
     if (c->down_logged) {
         LOG_INFO("redis: %s connection to %s:%d restored", c->name, r->host, r->port);
         c->down_logged = 0;
@@ -288,6 +295,22 @@ static void redis_conn_drop(redis_conn *c, const char *why) {
     if (!(ac->c.flags & (REDIS_FREEING | REDIS_DISCONNECTING))) redisAsyncFree(ac);
 }
 
+/* While the command connection is up and commands are pending: no reply
+ * at all for REDIS_COMMAND_TIMEOUT_MS drops it (see redis.h). */
+static void redis_watchdog_arm(redis_conn *c) {
+    redis *r = c->r;
+    if (c->is_sub || !c->connected || r->pending == 0 || r->closing) return;
+    uint64_t now = uv_now(r->loop), idle = now - r->progress_ms;
+    if (idle >= REDIS_COMMAND_TIMEOUT_MS) {
+        static const char why[] = "no answer within " REDIS_STR(REDIS_COMMAND_TIMEOUT_MS) " ms";
+        redis_conn_drop(c, why);
+        redis_conn_down(c, 1, why);
+        return;
+    }
+    int rc = uv_timer_start(&c->timer, redis_timer_cb, REDIS_COMMAND_TIMEOUT_MS - idle, 0);
+    if (rc < 0) LOG_ERROR("redis: uv_timer_start: %s", uv_strerror(rc));
+}
+
 static void redis_timer_cb(uv_timer_t *t) {
     redis_conn *c = container_of(t, redis_conn, timer);
     if (c->r->closing) return;
@@ -295,7 +318,10 @@ static void redis_timer_cb(uv_timer_t *t) {
         redis_conn_connect(c); /* the backoff ran out */
         return;
     }
-    if (c->connected) return;
+    if (c->connected) {
+        redis_watchdog_arm(c);
+        return;
+    }
     redis_conn_drop(c, "connect timed out");
     redis_conn_down(c, 0, "connect timed out");
 }
@@ -537,6 +563,7 @@ static void redis_cmd_cb(redisAsyncContext *ac, void *reply, void *privdata) {
     redis *r = cmd->r;
     redis_reply v;
     r->pending--;
+    r->progress_ms = uv_now(r->loop);
     if (reply == NULL) {
         /* No answer: the connection failed, we dropped it, or we close. */
         const char *msg;
@@ -629,7 +656,10 @@ static int redis_send_formatted(redis *r, redis_reply_cb cb, void *opaque, char 
         free(cmd);
         return REDIS_E_DISCONNECTED;
     }
-    r->pending++;
+    if (r->pending++ == 0) {
+        r->progress_ms = uv_now(r->loop);
+        redis_watchdog_arm(c);
+    }
     return 0;
 }
 

@@ -19,10 +19,12 @@
  * (right after redis_new, or after a backoff) commands are accepted and
  * wait for it, at most REDIS_CONNECT_TIMEOUT_MS.  The subscriber
  * re-subscribes every channel and pattern after it reconnects; messages
- * published while it was down are lost (that is Redis pub/sub).  There is
- * no per-command timeout: a server that accepts a command and never
- * answers keeps its callback pending until the connection drops or the
- * client is closed.
+ * published while it was down are lost (that is Redis pub/sub).  A server
+ * that takes commands and answers none of them for
+ * REDIS_COMMAND_TIMEOUT_MS (a stuck server, CLIENT PAUSE, a dead peer the
+ * kernel has not noticed) is dropped like a lost connection: every pending
+ * command gets its callback with REDIS_E_DISCONNECTED ("no answer within
+ * ..."), and the client reconnects in the background.
  *
  * Everything runs on the loop's thread.  Callbacks follow libuv's rule: a
  * function that takes one either returns an error and never calls it, or
@@ -46,6 +48,7 @@ enum {
 };
 
 #define REDIS_CONNECT_TIMEOUT_MS 2000
+#define REDIS_COMMAND_TIMEOUT_MS 5000 /* no reply at all for this long: dropped */
 #define REDIS_BACKOFF_MIN_MS     100
 #define REDIS_BACKOFF_MAX_MS     5000
 #define REDIS_MAX_PENDING        100000 /* commands in flight on one client */

@@ -846,3 +846,41 @@ Test(redis, thousands_of_channels_each_reach_only_their_subscriber) {
     cr_assert_eq(many_in[4].count, 0);
     close_and_check(&loop, r);
 }
+
+/* ------------------------------------------------------- command watchdog */
+Test(redis_reconnect, a_server_that_stops_answering_is_dropped_then_recovers) {
+    uv_loop_t loop;
+    redis *r = client_new(&loop);
+    reset_replies();
+    char key[128];
+    snprintf(key, sizeof key, "%s:paused", key_prefix);
+    cr_assert(command_works(&loop, r, key));
+    /* The server keeps the connection but answers nothing for 7 s. */
+    redisContext *c = sync_connect();
+    cr_assert_not_null(c);
+    redisReply *rep = redisCommand(c, "CLIENT PAUSE 7000 ALL");
+    cr_assert(rep && rep->type == REDIS_REPLY_STATUS, "CLIENT PAUSE: %s",
+              rep && rep->str ? rep->str : "no reply");
+    freeReplyObject(rep);
+    redisFree(c);
+    uint64_t t0 = uv_hrtime();
+    int before = reply_count;
+    CMD(1000, "INCR %s", key);
+    CMD(1001, "GET %s", key);
+    cr_assert(wait_count(&loop, &reply_count, before + 2, REDIS_COMMAND_TIMEOUT_MS + 2000),
+              "no callback %d ms after the server stopped answering",
+              REDIS_COMMAND_TIMEOUT_MS + 2000);
+    uint64_t took_ms = (uv_hrtime() - t0) / 1000000u;
+    cr_assert_geq(took_ms, REDIS_COMMAND_TIMEOUT_MS - 100, "dropped after %llu ms",
+                  (unsigned long long)took_ms);
+    for (int i = 1000; i <= 1001; i++) {
+        cr_assert_eq(replies[i].calls, 1);
+        cr_assert_eq(replies[i].error, REDIS_E_DISCONNECTED);
+        cr_assert_eq(replies[i].type, REDIS_T_ERROR);
+        cr_assert(strstr(replies[i].str, "no answer within") != NULL, "%.*s", (int)replies[i].len,
+                  replies[i].str);
+    }
+    /* Once the server answers again, so does the client. */
+    cr_assert(command_works(&loop, r, key), "commands never worked again");
+    close_and_check(&loop, r);
+}

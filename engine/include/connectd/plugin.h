@@ -407,7 +407,10 @@ typedef struct cd_host {
     /* ABI 1.4: Redis.  One command of argc arguments (argvlen NULL: C
      * strings).  Returns 0 and calls cb exactly once from the loop, or
      * negative with errbuf and never calls cb: CD_ERR_UNSUPPORTED (no
-     * redis_url configured), a disconnected server, CD_ERR_BUSY. */
+     * redis_url configured), a disconnected server, CD_ERR_BUSY.  A server
+     * that answers none of the pending commands for 5 s is dropped and
+     * reconnected: cb then gets a reply with error < 0 ("no answer within
+     * 5000 ms"), so blocking commands (BLPOP...) must time out sooner. */
     int (*redis_command)(cd_instance *inst, cd_redis_cb cb, void *opaque, int argc,
                          const char **argv, const size_t *argvlen, char *errbuf, size_t errlen);
 
