@@ -1006,11 +1006,19 @@ static void http_on_timer_closed(uv_handle_t *h) {
 
 /* The last step of stop: once the server is closed and every request has
  * its answer, close the timer; its close callback reports the stop. */
+/* ws routes' Redis commands may outlive their requests (a client that
+ * reset its connection): stop waits for them too, which the engine's Redis
+ * client bounds (REDIS_COMMAND_TIMEOUT_MS). */
 static void http_maybe_finish_stop(http_ctx *ctx) {
-    if (!ctx->stopping || ctx->server || ctx->waiting.count || ctx->stop_closing) return;
+    if (!ctx->stopping || ctx->server || ctx->waiting.count || ctx->ws_pending || ctx->stop_closing)
+        return;
     ctx->stop_closing = 1;
     uv_timer_stop(&ctx->ack_timer);
     uv_close((uv_handle_t *)&ctx->ack_timer, http_on_timer_closed);
+}
+
+void http_check_stopped(http_ctx *ctx) {
+    http_maybe_finish_stop(ctx);
 }
 
 static void http_on_server_closed(void *opaque, int status) {
@@ -1038,7 +1046,7 @@ static int http_stop(void *vctx, cd_done_cb cb, void *opaque) {
 static void http_destroy(void *vctx) {
     http_ctx *ctx = vctx;
     if (ctx == NULL) return;
-    if (ctx->server || ctx->timer_open || ctx->waiting.count) {
+    if (ctx->server || ctx->timer_open || ctx->waiting.count || ctx->ws_pending) {
         /* The engine gave up on stop (a forced shutdown): libuv or the
          * server may still reach this memory, so leaving it is the safe
          * choice in a process that is about to exit. */

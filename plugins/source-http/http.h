@@ -235,6 +235,9 @@ void http_ws_handle(http_ctx *ctx, cd_http_request *req, int connect, const char
  * segment, a client's id cut by a length limit): those become U+FFFD, so the
  * member is never lost (json_string refuses invalid UTF-8 and returns NULL). */
 json_t *http_json_text(const char *text);
+/* Finishes a stop that was waiting for the last held request or Redis
+ * command (no-op while not stopping). */
+void http_check_stopped(http_ctx *ctx);
 void http_send_error(http_ctx *ctx, cd_http_request *req, int status, const char *error,
                      const char *field, const char *h1, const char *h2);
 /* Answers req with body (takes the reference), http.c. */

@@ -17,9 +17,11 @@
  *
  * The commands go through the engine's Redis client (host->redis_command),
  * which fails a command at once while it is not connected; that, or a
- * command without an answer or with an error reply, is a 503 with
- * Retry-After.  A request is answered only after its last callback, so the
- * server's close (which waits for held requests) also waits for Redis.
+ * command without an answer (the client drops a server that answers
+ * nothing for REDIS_COMMAND_TIMEOUT_MS, 5 s) or with an error reply, is a
+ * 503 with Retry-After.  A request is answered only after its last
+ * callback, and stop waits for every op (ws_pending), also those whose
+ * client has gone.
  */
 #include "http.h"
 
@@ -91,6 +93,7 @@ static void http_ws_answer(http_ws_op *op) {
     }
     ctx->ws_pending--;
     http_ws_op_free(op);
+    http_check_stopped(ctx);
 }
 
 /* A reply that says the command did its work. */

@@ -7,6 +7,7 @@ import os
 import socket
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 
@@ -252,6 +253,52 @@ def test_redis_stopped_mid_run_is_503_then_recovers(kafka, engines, tmp_path):
         assert raw("SMEMBERS", f"{p}customer:{cust}", url=url) == "back-1"
         c.close()
         assert eng.stop() == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_redis_that_stops_answering_is_503_within_the_command_timeout(kafka, engines, tmp_path):
+    """A redis-server that keeps the connection but answers nothing (CLIENT
+    PAUSE) used to leave /v1/ws/connect unanswered for as long as it lasted,
+    and a stop waiting for it. The engine's Redis client drops a server that
+    answers nothing for 5 s: the request gets its 503, a stop in the middle
+    finishes, and once Redis answers again so do the routes."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}"
+    proc = start_redis(port, tmp_path)
+    try:
+        eng, c, p = ws_engine(engines, kafka, tmp_path, redis_url=url)
+        cust = unique("cust")
+        status, _, body = ws(c, "connect", {"connectionId": "up-1", "customerId": cust})
+        assert status == 200, body
+        raw("CLIENT", "PAUSE", "9000", "ALL", url=url)
+        t0 = time.time()
+        status, resp, body = ws(c, "connect", {"connectionId": "stuck-1", "customerId": cust},
+                                wait_redis=False)
+        took = time.time() - t0
+        assert status == 503 and resp.getheader("Retry-After") == "1", body
+        assert "no answer within 5000 ms" in body["error"], body
+        assert 4.5 < took < 8, took
+        assert "lost: no answer within 5000 ms" in eng.logs()
+        status, _, body = ws(c, "connect", {"connectionId": "back-1", "customerId": cust})
+        assert status == 200, body
+        # A stop while a request waits on a paused Redis ends once the client
+        # gives up on it (a second client, on its own connection).
+        raw("CLIENT", "PAUSE", "9000", "ALL", url=url)
+        c2 = Client(source_addr(eng))
+        got = {}
+        t = threading.Thread(target=lambda: got.update(
+            r=ws(c2, "connect", {"connectionId": "stop-1", "customerId": cust},
+                 wait_redis=False)))
+        t.start()
+        time.sleep(0.5)
+        t1 = time.time()
+        assert eng.stop(timeout=30) == 0, eng.logs()[-3000:]
+        assert time.time() - t1 < 12
+        t.join(timeout=30)
+        assert got["r"][0] == 503, got
+        c.close()
     finally:
         proc.kill()
         proc.wait()
