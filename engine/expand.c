@@ -138,6 +138,14 @@ char *expand_string(const char *in, char *errbuf, size_t errlen) {
                 free(b.p);
                 return NULL;
             }
+            /* The first '}' ends the reference, so "${A:-${B}}" would be
+             * A's default "${B" and a stray "}": refused, not guessed. */
+            if (memmem(p + 2, (size_t)(end - p - 2), "${", 2)) {
+                snprintf(errbuf, errlen,
+                         "nested ${...} in \"%s\": a default cannot hold another reference", in);
+                free(b.p);
+                return NULL;
+            }
             char *val = NULL;
             int r = expand_ref(p + 2, (size_t)(end - p - 2), &val, errbuf, errlen);
             if (r < 0) {

@@ -35,6 +35,23 @@ Test(expand, record_templates_are_left_alone) {
     free(s);
 }
 
+Test(expand, nested_references_are_refused_not_guessed) {
+    setenv("CD_TEST_NEST", "v", 1);
+    unsetenv("CD_TEST_NEST_MISSING");
+    const char *cases[] = {"${CD_TEST_NEST_MISSING:-${CD_TEST_NEST}}", "${CD_TEST_NEST:-${X}}",
+                           "x${/a:-${/b}}y"};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        err[0] = 0;
+        char *s = expand_string(cases[i], err, sizeof(err));
+        cr_assert_null(s, "%s expanded to %s", cases[i], s ? s : "");
+        cr_assert(strstr(err, "nested ${...}") != NULL, "%s", err);
+    }
+    /* Side by side is fine. */
+    char *s = expand_string("${CD_TEST_NEST}${CD_TEST_NEST_MISSING:-d}", err, sizeof(err));
+    cr_assert_str_eq(s, "vd");
+    free(s);
+}
+
 Test(expand, escaped_dollar) {
     char *s = expand_string("$${NOT_EXPANDED}", err, sizeof(err));
     cr_assert_str_eq(s, "${NOT_EXPANDED}");
