@@ -1536,6 +1536,15 @@ static void pl_destroy_consumer(pipeline *pl) {
     if (!pl->rk) return;
     pl->records_released = 1;
     pl_dlq_detach_sent(pl);
+    /* Dead letters waiting for a retry point at records freed below; they
+     * are not committed, so the group reads those records again. */
+    while (pl->dlq_waiting) {
+        pl_dlq *d = pl->dlq_waiting;
+        pl->dlq_waiting = d->next;
+        d->part->dlq_inflight--;
+        free(d->reason);
+        free(d);
+    }
     for (int list = 0; list < 2; list++) {
         for (pl_partition *p = list ? pl->orphans : pl->parts; p; p = p->next) {
             offset_window_free(&p->win, pl_msg_free, NULL);
