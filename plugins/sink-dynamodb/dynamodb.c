@@ -278,6 +278,7 @@ static int ddb_prepare(ddb_ctx *ctx, ddb_batch *b, ddb_rec *r, size_t idx, const
             rc = CD_ERR_INVALID;
             goto fail;
         }
+        rc = CD_ERR_INVALID; /* what a later failure (condition_values) returns */
         if (ctx->batched && pbuf_puts(a, "}}") < 0) goto nomem;
     } else {
         if (ddb_render(ctx, ctx->t_key, rec, err, errlen) < 0) goto fail;

@@ -363,6 +363,41 @@ class FaultProxy:
         self.server.server_close()
 
 
+def test_a_condition_value_that_cannot_render_is_dead_lettered_naming_the_field(kafka, engines):
+    """A record missing what condition_values needs is FATAL with the
+    template's reason, before any request (it used to go out as a PutItem
+    with an empty body, and its reason was DynamoDB's parse error)."""
+    client = ddb()
+    table, topic = unique("ddb-cv"), unique("ddb-cv")
+    dlq = topic + ".dlq"
+    create_table(client, table, ("pk",))
+    create_topic(kafka, topic, 1)
+    create_topic(kafka, dlq, 1)
+    recs = []
+    for i in range(10):
+        doc = {"pk": f"k-{i}", "version": i}
+        if i == 4:
+            del doc["version"]
+        recs.append((f"k-{i}", json.dumps(doc).encode()))
+    produce(kafka, topic, recs)
+    s = sink(table, item={"pk": "${/pk}", "v": "${/version}"},
+             condition="attribute_not_exists(pk) OR #v < :v", condition_names={"#v": "v"},
+             condition_values={":v": "${/version:-0}", ":w": "${/version}"})
+    s["condition"] = "attribute_not_exists(pk) OR (#v < :v AND #v < :w)"
+    s["item"] = {"pk": "${/pk}"}
+    eng = start(engines, kafka, {"p": pipeline(
+        "ddb-cv", topic, s, errors={"tolerance": "all", "dead_letter_topic": dlq})}, aws_env())
+    wait_until(lambda: committed_offsets(kafka, "connectd.ddb-cv", topic) == {0: 10},
+               proc=eng.proc, what="commit of 10")
+    got = dlq_records(kafka, dlq, expect=1)
+    assert [v.get("pk") for _, v, _ in got] == ["k-4"]
+    msg = got[0][2]["connectd.error.message"]
+    assert "/version" in msg and "Exception" not in msg, msg
+    assert sorted(it["pk"]["S"] for it in scan_all(client, table)) == \
+        sorted(f"k-{i}" for i in range(10) if i != 4)
+    assert eng.stop() == 0
+
+
 def test_throttling_5xx_and_unprocessed_items_are_retried_until_every_item_is_written(
         kafka, engines):
     client = ddb()
