@@ -24,6 +24,8 @@ static const char *const aws_transient_codes[] = {
     "TooManyRequestsException",
     "SlowDown",
     "TransactionInProgressException",
+    "TransactionConflictException", /* another writer's transaction holds the item */
+    "ReplicatedWriteConflictException",
     "KMSThrottling",
     "KMSThrottlingException",
     "InternalError",

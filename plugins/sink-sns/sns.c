@@ -298,6 +298,10 @@ static int sns_prepare(sns_batch *b, size_t i, const cd_record *rec, char *err, 
             snprintf(err, errlen, "dedupe_key: %s", terr);
             return CD_ERR_INVALID;
         }
+        /* An empty key names no event: such records would all share one
+         * Redis key and suppress each other, so they are published without
+         * duplicate suppression instead. */
+        if (ctx->render.len == 0) goto no_dedupe;
         r->dkey_off = b->strs.len;
         if (pbuf_puts(&b->strs, ctx->dedupe_prefix) < 0 ||
             pbuf_append(&b->strs, ctx->render.data, ctx->render.len) < 0)
@@ -305,6 +309,7 @@ static int sns_prepare(sns_batch *b, size_t i, const cd_record *rec, char *err, 
         r->dkey_len = b->strs.len - r->dkey_off;
         r->dedupe = 1;
     }
+no_dedupe:
     r->frag_len = f->len - r->frag_off;
     return 0;
 too_large:

@@ -80,6 +80,8 @@ Test(aws_error_code, throttling_and_transient_codes_retry_even_with_a_400) {
                            "TooManyRequestsException",
                            "SlowDown",
                            "TransactionInProgressException",
+                           "TransactionConflictException",
+                           "ReplicatedWriteConflictException",
                            "KMSThrottlingException",
                            "InternalError",
                            "ServiceUnavailable",

@@ -869,6 +869,26 @@ Test(sns_sink, dedupe_checks_exists_first_and_sets_nx_px_only_after_the_publish)
     cr_assert_eq(sx.ncalls, 1);
 }
 
+Test(sns_sink, an_empty_dedupe_key_publishes_each_record_without_suppression) {
+    sx_start_dedupe(NULL);
+    const char *ids[] = {"", "e1", ""};
+    sx_write_ids(3, ids);
+    /* Only e1 is looked up; the two empty ones are not one event. */
+    cr_assert_eq(t_nredis, 2);
+    cr_assert_str_eq(t_redis[1].cmd, "EXISTS " KEYP "e1");
+    redis_answer(1, CD_REDIS_INTEGER, 0, 0);
+    cr_assert_eq(sx.ncalls, 1);
+    cr_assert_eq(count_of(sx.calls[0].body, ".Id=r"), 3, "%s", sx.calls[0].body);
+    char *ok = batch_ok_for(sx.calls[0].body);
+    sx_answer(0, 200, ok);
+    free(ok);
+    cr_assert_eq(t_nredis, 3, "only e1's key is written");
+    cr_assert_str_eq(t_redis[2].cmd, "SET " KEYP "e1 1 NX PX 5400000");
+    redis_answer(2, CD_REDIS_STATUS, 0, 0);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(sx.done[i].outcome, CD_RECORD_OK);
+}
+
 Test(sns_sink, a_failed_publish_writes_no_dedupe_key) {
     sx_start_dedupe(NULL);
     const char *ids[] = {"e7"};
