@@ -258,9 +258,17 @@ static void aws_creds__fetch_failed(aws_creds *c, int err, int retriable, const 
         snprintf(full, sizeof(full),
                  "AWS credentials from the container endpoint %s: %s (%d attempt%s)", c->url, msg,
                  c->first_attempts, c->first_attempts == 1 ? "" : "s");
-        aws_creds__call_ready(c, err, full);
+        /* Start-up hears of the failure, but an agent that comes back later
+         * (it was restarting, the task role arrived late) must still be
+         * found: go on fetching with the refresh backoff. */
+        if (c->pool) {
+            c->retry_ms = AWS_CREDS_REFRESH_RETRY_MS;
+            aws_creds__arm(c, c->retry_ms);
+        }
+        aws_creds__call_ready(c, err, full); /* last: ready may close c */
         return;
     }
+    if (!c->pool) return; /* the HTTP client is gone: nothing can be fetched */
     c->retry_ms = c->retry_ms ? c->retry_ms * 2 : AWS_CREDS_REFRESH_RETRY_MS;
     if (c->retry_ms > AWS_CREDS_REFRESH_RETRY_MAX) c->retry_ms = AWS_CREDS_REFRESH_RETRY_MAX;
     int64_t now = aws_creds__wall_ms();

@@ -397,6 +397,14 @@ static int host_aws_start(engine *e, char *errbuf, size_t errlen) {
         }
     }
     if (e->creds_state == -1) {
+        /* The first fetch failed, but the chain goes on fetching: keys that
+         * arrived since make it ready after all. */
+        if (e->creds && aws_creds_get(e->creds, NULL, NULL, NULL) == 0) {
+            e->creds_state = 2;
+            LOG_INFO("AWS credentials from %s, after all (%s)", aws_creds_source_name(e->creds),
+                     e->creds_error);
+            return 0;
+        }
         snprintf(errbuf, errlen, "%s", e->creds_error);
         return CD_ERR_INVALID;
     }
@@ -430,6 +438,9 @@ static int host_http_call(cd_http_pool *cp, const cd_http_call *call, cd_http_re
             return CD_ERR_INVALID;
         }
         int ar = host_aws_start(e, errbuf, errlen);
+        /* Credentials that failed but are still being fetched are a
+         * transient problem for a call (RETRY), not a bad record. */
+        if (ar == CD_ERR_INVALID && e->creds) return CD_ERR_BUSY;
         if (ar < 0) return ar;
         const char *ak, *sk, *tok;
         if (!e->creds || aws_creds_get(e->creds, &ak, &sk, &tok) < 0) {

@@ -330,6 +330,27 @@ Test(awscreds, endpoint_answering_500_is_retried_then_start_fails) {
     fx_close(&fx);
 }
 
+Test(awscreds, endpoint_recovering_after_start_failed_is_still_found) {
+    fixture fx;
+    fx_init(&fx, 1);
+    fx_use_endpoint(&fx, "fail_first=4");
+    fx_new_and_start(&fx);
+    fx_run_until(&fx, &fx.ready_calls, 10000);
+    cr_assert_lt(fx.ready_status, 0, "the first three attempts failed");
+    cr_assert_eq(aws_creds_get(fx.creds, NULL, NULL, NULL), CD_ERR_BUSY);
+    /* It goes on fetching with the refresh backoff (1 s, 2 s, ...). */
+    uint64_t deadline = uv_now(&fx.loop) + 10000;
+    while (aws_creds_get(fx.creds, NULL, NULL, NULL) != 0) {
+        cr_assert_lt(uv_now(&fx.loop), deadline, "never fetched again (%d fetches)",
+                     (int)server_count(&fx, "fetches"));
+        fx_run_for(&fx, 50);
+    }
+    assert_keys(&fx, "AKID-1", "secret-1", "token-1");
+    cr_assert_eq(server_count(&fx, "fetches"), 5);
+    cr_assert_eq(fx.ready_calls, 1, "ready is not called again");
+    fx_close(&fx);
+}
+
 Test(awscreds, endpoint_recovering_from_500_within_the_retries_starts) {
     fixture fx;
     fx_init(&fx, 1);
