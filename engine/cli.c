@@ -13,35 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cli_try_init(engine *e, const pipeline_conf *pc, const plugin_conf *plc, int is_source,
-                        size_t index, diag *d) {
-    cd_instance inst;
-    instance_init(&inst, e, NULL, pc->name, plc->name);
-    char err[1024] = "";
-    void *ctx = NULL;
-    int r;
-    if (is_source) {
-        const cd_source_ops *ops = plc->plugin->desc->source;
-        r = ops->init(&engine_host, &inst, plc->cfg, &ctx, err, sizeof(err));
-        if (r == 0 && ctx) ops->destroy(ctx);
-    } else {
-        const cd_sink_ops *ops = plc->plugin->desc->sink;
-        r = ops->init(&engine_host, &inst, plc->cfg, &ctx, err, sizeof(err));
-        if (r == 0 && ctx) ops->destroy(ctx);
-    }
-    instance_release(&inst);
-    if (r < 0) {
-        char path[64];
-        if (is_source)
-            snprintf(path, sizeof(path), "source");
-        else
-            snprintf(path, sizeof(path), "sinks[%zu]", index);
-        diag_add(d, pc->file, path, "%s", *err ? err : "plugin init failed");
-        return 1;
-    }
-    return 0;
-}
-
 static engine_conf *cli_load(const char *path, plugin_registry *r, diag *d) {
     engine_conf *conf = NULL;
     if (engine_conf_load(path, d, &conf) != 0) return NULL;
@@ -68,10 +39,7 @@ int cli_validate(const char *config_path) {
         e.loop = &loop;
         e.conf = conf;
         for (size_t i = 0; i < conf->pipeline_count; i++) {
-            const pipeline_conf *pc = conf->pipelines[i];
-            if (pc->source) cli_try_init(&e, pc, pc->source, 1, 0, &d);
-            for (size_t j = 0; j < pc->sink_count; j++)
-                cli_try_init(&e, pc, &pc->sinks[j], 0, j, &d);
+            engine_try_init(&e, conf->pipelines[i], &d);
         }
         metrics_free(&e.metrics);
         uv_loop_close(&loop);

@@ -112,6 +112,41 @@ static void engine_conf_compare(const engine_conf *a, const engine_conf *b, json
 #undef CD_STR_DIFF
 }
 
+static int engine_try_init_one(engine *e, const pipeline_conf *pc, const plugin_conf *plc,
+                               int is_source, size_t index, diag *d) {
+    cd_instance inst;
+    instance_init(&inst, e, NULL, pc->name, plc->name);
+    char err[1024] = "";
+    void *ctx = NULL;
+    int r;
+    if (is_source) {
+        const cd_source_ops *ops = plc->plugin->desc->source;
+        r = ops->init(&engine_host, &inst, plc->cfg, &ctx, err, sizeof(err));
+        if (r == 0 && ctx) ops->destroy(ctx);
+    } else {
+        const cd_sink_ops *ops = plc->plugin->desc->sink;
+        r = ops->init(&engine_host, &inst, plc->cfg, &ctx, err, sizeof(err));
+        if (r == 0 && ctx) ops->destroy(ctx);
+    }
+    instance_release(&inst);
+    if (r < 0) {
+        char path[64];
+        if (is_source)
+            snprintf(path, sizeof(path), "source");
+        else
+            snprintf(path, sizeof(path), "sinks[%zu]", index);
+        diag_add(d, pc->file, path, "%s", *err ? err : "plugin init failed");
+        return 1;
+    }
+    return 0;
+}
+
+void engine_try_init(engine *e, const pipeline_conf *pc, diag *d) {
+    if (pc->source) engine_try_init_one(e, pc, pc->source, 1, 0, d);
+    for (size_t j = 0; j < pc->sink_count; j++)
+        engine_try_init_one(e, pc, &pc->sinks[j], 0, j, d);
+}
+
 int engine_reload(engine *e, const char *trigger, json_t **report) {
     json_t *rep = json_object();
     if (report) *report = rep;
@@ -135,8 +170,14 @@ int engine_reload(engine *e, const char *trigger, json_t **report) {
     engine_conf *next = NULL;
     char serr[256];
     if (secrets_install(serr, sizeof(serr)) < 0) LOG_WARN("secrets: %s", serr);
-    if (engine_conf_load(e->conf->file, &d, &next) == 0)
-        engine_conf_load_pipelines(next, &e->plugins, &d);
+    if (engine_conf_load(e->conf->file, &d, &next) == 0 &&
+        engine_conf_load_pipelines(next, &e->plugins, &d) == 0) {
+        /* What `connectd validate` checks too: each plugin's own init
+         * (option combinations, templates), so a pipeline that could not
+         * start is refused here instead of replacing a running one. */
+        for (size_t i = 0; i < next->pipeline_count; i++)
+            engine_try_init(e, next->pipelines[i], &d);
+    }
     secrets_uninstall();
     if (d.count) {
         LOG_ERROR("%s: configuration is invalid, keeping the running one:", trigger);

@@ -83,6 +83,10 @@ int engine_start(engine *e);
  * *report (may be NULL) gets a JSON object for the admin API.
  */
 int engine_reload(engine *e, const char *trigger, json_t **report);
+/* Runs the init (then destroy) of pc's source and every sink, as a check:
+ * plugins do no I/O in init.  Each failure goes to d as "file: sinks[i]:
+ * reason".  Used by `connectd validate` and by reload. */
+void engine_try_init(engine *e, const pipeline_conf *pc, diag *d);
 
 /* Begins a graceful stop (as SIGTERM does). exit_code is what run returns. */
 void engine_stop(engine *e, int exit_code);

@@ -202,6 +202,17 @@ def test_post_reload_answers_what_it_did_and_a_failed_pipeline_shows_why(kafka, 
     assert body["result"] == "invalid"
     assert any("bad.json" in e and "nope" in e for e in body["errors"]), body
     (eng.dir / "bad.json").unlink()
+    # Valid JSON and options, but the plugin's own init refuses it (a
+    # template naming nothing a record has): refused too, as `connectd
+    # validate` would, instead of replacing a running pipeline with one that
+    # can only fail.
+    write(eng, "files", {"name": "files", "topics": [t], "group_id": f"g-{t}",
+                         "sinks": [{"plugin": "file", "path": str(out / "${nope}.ndjson")}]})
+    status, body = post(url)
+    assert status == 400, body
+    assert any("files.json: sinks[0]" in e for e in body["errors"]), body
+    assert pipelines(eng)["files"]["state"] == "RUNNING"
+    write(eng, "files", file_pipeline("files", t, out))
 
     # Valid: the failed pipeline is retried, the healthy one left alone.
     status, body = post(url)
