@@ -99,6 +99,7 @@ struct ws_conn {
     ws_held *held_head, *held_tail;
     size_t held_bytes;
     uint64_t last_recv, last_ping, wait_since;
+    uint64_t refreshed; /* last registry refresh for a pong (at most one a second) */
     /* Bytes handed to wslay less the lengths of the frames it began: > 0
      * part of a header is in wslay's buffer, < 0 a frame's rest is to
      * come, 0 between frames. */
@@ -364,8 +365,15 @@ static void ws_registry_refresh(ws_conn *c) {
 static void ws_on_msg_cb(wslay_event_context_ptr w, const struct wslay_event_on_msg_recv_arg *arg,
                          void *user) {
     ws_conn *c = user;
-    /* Clients have nothing to say; a pong keeps the registry entry alive. */
-    if (arg->opcode == WSLAY_PONG) ws_registry_refresh(c);
+    /* Clients have nothing to say; a pong keeps the registry entry alive
+     * (once a second at most: unsolicited pongs must not flood Redis). */
+    if (arg->opcode == WSLAY_PONG) {
+        uint64_t now = uv_now(c->srv->loop);
+        if (c->refreshed == 0 || now - c->refreshed >= 1000) {
+            c->refreshed = now;
+            ws_registry_refresh(c);
+        }
+    }
 }
 
 static const struct wslay_event_callbacks ws_wslay_cbs = {
@@ -705,6 +713,19 @@ static void ws_on_data(cd_http_stream *s, const char *data, size_t len, void *op
     /* Once our close is written, what the client still says changes
      * nothing. */
     if (c->closing) return;
+    /* A client that sends (pings, say) but does not read what it is
+     * answered: the answers are bounded like messages are. */
+    size_t pending = srv->host->stream_pending(c->stream);
+    if (pending > srv->opts.max_send_queue) {
+        srv->slow++;
+        ws_count(srv, 2, 1);
+        srv->host->log(srv->inst, CD_LOG_INFO,
+                       "connection %s (%s): %zu bytes unsent while it keeps sending, over "
+                       "max_send_queue_bytes: closing with 1008",
+                       c->id, srv->host->stream_peer(c->stream), pending);
+        ws_conn_close(c, 1008, "send queue full");
+        return;
+    }
     wslay_event_context_ptr w = ws_conn_wslay(c);
     if (w == NULL) {
         ws_conn_drop(c);

@@ -1182,3 +1182,33 @@ ws.start();
     assert st["hello"]["resumeFrom"] == 0 and st["hello"]["lastSeq"] == 5
     assert st["sameGlobal"] is True
     assert eng.stop() == 0
+
+
+def test_a_client_that_pings_without_reading_is_closed_1008(kafka, engines):
+    """Pings are answered with pongs; a client that sends them and never
+    reads makes the engine hold the answers. They are bounded like messages
+    (max_send_queue_bytes): the client is closed with 1008, and its memory
+    goes with it (it used to grow without limit, ~350 bytes per 6-byte ping)."""
+    eng, topic, port = raw_engine(engines, kafka, "ws-pingflood", max_send_queue_bytes=65536)
+    cust = unique("c")
+    ws = RawWs(port, jwt(cust))
+    assert ws.message()["type"] == "connectd.hello"
+    rss = lambda: int(re.search(r"VmRSS:\s+(\d+) kB",
+                                Path(f"/proc/{eng.proc.pid}/status").read_text()).group(1))
+    before = rss()
+    burst = frame(OP_PING) * 100_000  # 600 kB of empty pings
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline and \
+                metric(eng, "sink_websocket_slow_client_closes_total") < 1:
+            ws.sock.sendall(burst)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # closed while we were still sending: what the test is for
+    wait_metric(eng, "sink_websocket_slow_client_closes_total", 1, timeout=30)
+    assert rss() - before < 64 * 1024, f"RSS grew by {rss() - before} kB"
+    ws.close()
+    # The engine goes on serving others.
+    other = RawWs(port, jwt(unique("c")))
+    assert other.message()["type"] == "connectd.hello"
+    other.close()
+    assert eng.stop() == 0
