@@ -410,27 +410,32 @@ static void ddb_req_free(ddb_req *q) {
     free(q);
 }
 
-/* Finds the records of q that are in the response's UnprocessedItems. */
-static void ddb_unprocessed(ddb_req *q, const cd_http_result *res, char *flags) {
+/* Finds the records of q that are in the response's UnprocessedItems.
+ * Returns -1 when the answer cannot be read, or lists an item none of q's
+ * records matches (DynamoDB may write it back differently): the caller
+ * then retries every record of q, since re-putting an item is harmless and
+ * reporting an unwritten one OK is not. */
+static int ddb_unprocessed(ddb_req *q, const cd_http_result *res, char *flags) {
     ddb_ctx *ctx = q->b->ctx;
-    json_t *j = json_loadb(res->body, res->body_len, 0, NULL);
+    json_t *j = json_loadb(res->body, res->body_len, JSON_ALLOW_NUL, NULL);
+    if (j == NULL) return -1;
     json_t *list = json_object_get(json_object_get(j, "UnprocessedItems"), ctx->table);
     size_t n = json_array_size(list);
+    int rc = 0;
     for (size_t u = 0; u < n; u++) {
         json_t *want = json_array_get(list, u);
-        for (size_t k = 0; k < q->n; k++) {
+        int found = 0;
+        for (size_t k = 0; k < q->n && !found; k++) {
             if (flags[k]) continue;
             ddb_rec *r = &q->b->recs[q->idx[k]];
-            json_t *mine = json_loadb(ddb_rec_body(q->b, r), r->body_len, 0, NULL);
-            int eq = json_equal(mine, want);
+            json_t *mine = json_loadb(ddb_rec_body(q->b, r), r->body_len, JSON_ALLOW_NUL, NULL);
+            if (json_equal(mine, want)) found = 1, flags[k] = 1;
             json_decref(mine);
-            if (eq) {
-                flags[k] = 1;
-                break;
-            }
         }
+        if (!found) rc = -1;
     }
     json_decref(j);
+    return rc;
 }
 
 static void ddb_req_send(ddb_batch *b, ddb_req *q);
@@ -467,7 +472,14 @@ static void ddb_on_response(void *opaque, const cd_http_result *res) {
     if (o == CD_RECORD_OK && ctx->batched && strstr(res->body, "PutRequest") != NULL) {
         char *flags = calloc(q->n, 1);
         if (flags != NULL) {
-            ddb_unprocessed(q, res, flags);
+            if (ddb_unprocessed(q, res, flags) < 0) {
+                ctx->host->log(ctx->inst, CD_LOG_WARN,
+                               "a BatchWriteItem answer lists UnprocessedItems this request "
+                               "cannot be matched with (or cannot be read): retrying its %zu "
+                               "item(s)",
+                               q->n);
+                memset(flags, 1, q->n);
+            }
             for (size_t k = 0; k < q->n; k++) {
                 if (!flags[k]) continue;
                 if (ctx->m_unprocessed) ctx->host->metric_add(ctx->m_unprocessed, 1);

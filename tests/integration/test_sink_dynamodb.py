@@ -286,7 +286,10 @@ class FaultProxy:
     """Forwards to moto; answers the first requests with throttling, a 500
     and a partial UnprocessedItems (it forwards only half of the items)."""
 
-    def __init__(self, target):
+    def __init__(self, target, kinds=None, mangle=False):
+        """kinds: request number -> fault (default: the mixed sequence
+        below); mangle: UnprocessedItems lists the items it held back with
+        an attribute changed, so they match nothing the engine sent."""
         self.target = urlparse(target)
         self.lock = threading.Lock()
         self.n = 0
@@ -304,8 +307,9 @@ class FaultProxy:
                 with proxy.lock:
                     proxy.n += 1
                     n = proxy.n
-                kind = {1: "throttle", 2: "500", 3: "partial", 5: "throttle",
-                        6: "partial", 8: "500"}.get(n)
+                kind = (kinds if kinds is not None else
+                        {1: "throttle", 2: "500", 3: "partial", 5: "throttle", 6: "partial",
+                         8: "500"}).get(n)
                 if kind == "throttle":
                     proxy.seen[kind] += 1
                     return self.answer(400, {"__type": "com.amazonaws.dynamodb.v20120810#"
@@ -323,6 +327,10 @@ class FaultProxy:
                         keep = len(items) // 2
                         unprocessed = items[keep:]
                         req["RequestItems"][table] = items[:keep]
+                        if mangle:
+                            unprocessed = json.loads(json.dumps(unprocessed))
+                            for it in unprocessed:
+                                it["PutRequest"]["Item"]["_mangled"] = {"S": "x"}
                         body = json.dumps(req).encode()
                 status, rbody = proxy.forward(self.headers, body)
                 proxy.seen["forwarded"] += 1
@@ -422,6 +430,35 @@ def test_throttling_5xx_and_unprocessed_items_are_retried_until_every_item_is_wr
         metrics.request("GET", "/metrics")
         text = metrics.getresponse().read().decode()
         assert "dynamodb_unprocessed_items_total" in text
+        assert eng.stop() == 0
+    finally:
+        proxy.close()
+
+
+def test_unprocessed_items_that_match_nothing_sent_are_all_retried(kafka, engines):
+    """An UnprocessedItems entry the engine cannot match with an item it
+    sent (DynamoDB answering with it changed, or an answer it cannot read)
+    must not leave that item reported OK unwritten: the whole request is
+    retried (re-putting the others is harmless)."""
+    client = ddb()
+    table, topic = unique("ddb-mangle"), unique("ddb-mangle")
+    create_table(client, table, ("eventId",))
+    create_topic(kafka, topic, 1)
+    produce(kafka, topic, events(100, 10))
+    proxy = FaultProxy(moto_endpoint(), kinds={1: "partial", 2: "partial"}, mangle=True)
+    try:
+        s = sink(table, key_attributes=["eventId"], max_in_flight=1,
+                 item={"eventId": "${/eventId}", "customerId": "${/customerId}",
+                       "seq": "${/seq}"})
+        eng = start(engines, kafka, {"p": pipeline("ddb-mangle", topic, s)},
+                    aws_env(endpoint=proxy.url))
+        wait_until(lambda: committed_offsets(kafka, "connectd.ddb-mangle", topic) == {0: 100},
+                   proc=eng.proc, what="commit of 100")
+        items = scan_all(client, table)
+        assert sorted(it["eventId"]["S"] for it in items) == [f"e-{i:05d}" for i in range(100)]
+        assert not any("_mangled" in it for it in items)
+        assert proxy.seen["partial"] == 2, proxy.seen
+        assert "cannot be matched with" in eng.logs()
         assert eng.stop() == 0
     finally:
         proxy.close()
