@@ -493,7 +493,22 @@ static void ws_conn_fetch_replay(ws_conn *c);
 static void ws_conn_deliver(ws_conn *c, uint64_t seq, const char *msg, size_t len) {
     if (c->closing) return;
     if (c->state == WS_CONN_LIVE) {
-        if (seq <= c->last_sent) return;
+        if (seq <= c->last_sent) {
+            /* Behind what was sent: a message seen twice, except for 1 after
+             * more, which only a counter that started again (Redis restarted
+             * without its data) hands out.  The socket cannot tell what it
+             * missed: closed with 1012, the client resumes with since and
+             * the hello says where the replay starts. */
+            if (seq == 1 && c->last_sent > 1 && c->srv->use_redis) {
+                c->srv->host->log(c->srv->inst, CD_LOG_INFO,
+                                  "connection %s: seq 1 after %" PRIu64
+                                  ": the customer's counter started again; closing with 1012 "
+                                  "so the client resumes",
+                                  c->id, c->last_sent);
+                ws_conn_close(c, 1012, "message counter restarted: resume with since");
+            }
+            return;
+        }
         if (seq == c->last_sent + 1 || !c->srv->use_redis) {
             if (ws_conn_send(c, msg, len, 1) == 0) c->last_sent = seq;
             return;

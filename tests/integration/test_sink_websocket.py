@@ -393,6 +393,38 @@ def test_resume_with_since_gets_exactly_the_missed_messages(kafka, engines, clie
     assert eng.stop() == 0
 
 
+def test_a_counter_that_starts_again_closes_live_sockets_1012_and_they_resume(kafka, engines,
+                                                                             clients):
+    """A Redis restarted without its data starts each customer's counter at
+    1 again. A live socket that already had more cannot tell what it missed:
+    it is closed with 1012, and resuming with since gets what is kept (it
+    used to drop every message until the counter passed its old value)."""
+    topic = unique("ws-reset")
+    create_topic(kafka, topic, 1)
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    eng = ws_engine(engines, kafka, {"a": ws_pipeline("ws-reset", topic, "T",
+                                                      key_prefix=prefix, replay_size=50)})
+    port = ws_port(eng)
+    cust = unique("c")
+    url = f"ws://127.0.0.1:{port}/ws?token={jwt(cust)}"
+    live = clients(url)
+    live.hello()
+    produce(kafka, topic, [event(cust, i) for i in range(3)])
+    assert [p["seq"] for p in live.wait_pushes(3)] == [1, 2, 3]
+    redis("DEL", f"{prefix}seq:{cust}", f"{prefix}replay:{cust}")  # what a restart loses
+    produce(kafka, topic, [event(cust, 3)])
+    ev = live.closed()
+    assert ev["code"] == 1012, ev
+    again = clients(url + "&since=3")
+    h = again.hello()
+    assert h["lastSeq"] == 1 and h["resumeFrom"] == 0, h
+    assert [p["data"]["n"] for p in again.wait_pushes(1)] == [3]
+    produce(kafka, topic, [event(cust, 4)])
+    assert [p["seq"] for p in again.wait_pushes(2)] == [1, 2]
+    again.stop()
+    assert eng.stop() == 0
+
+
 def test_keepalive_pings_refresh_the_registry_and_idle_sockets_close(kafka, engines, clients):
     topic = unique("ws-ping")
     create_topic(kafka, topic, 1)
