@@ -222,29 +222,6 @@ void http_send_json(http_ctx *ctx, cd_http_request *req, int status, json_t *bod
 }
 
 /* {"error": error} (and "field" when field is not NULL). */
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none. */
-static size_t http_utf8_len(const unsigned char *p, size_t n) {
-    unsigned c = p[0];
-    if (c < 0x80) return 1;
-    size_t len;
-    unsigned min, cp;
-    if (c >= 0xC2 && c <= 0xDF)
-        len = 2, min = 0x80, cp = c & 0x1F;
-    else if (c >= 0xE0 && c <= 0xEF)
-        len = 3, min = 0x800, cp = c & 0x0F;
-    else if (c >= 0xF0 && c <= 0xF4)
-        len = 4, min = 0x10000, cp = c & 0x07;
-    else
-        return 0;
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80) return 0;
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
-
 json_t *http_json_text(const char *text) {
     json_t *s = json_string(text);
     if (s) return s;

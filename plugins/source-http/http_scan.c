@@ -423,24 +423,11 @@ HS_INLINE int hs_string(hs_walk *w, hs_span *out, int *esc) {
             p++;
             continue;
         }
-        /* UTF-8, shortest form, no surrogates, at most U+10FFFF. */
-        int n;
-        unsigned min, cp;
-        if (c >= 0xC2 && c <= 0xDF)
-            n = 1, min = 0x80, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF)
-            n = 2, min = 0x800, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4)
-            n = 3, min = 0x10000, cp = c & 0x07;
-        else
-            return -1;
-        if (end - p <= n) return -1;
-        for (int i = 1; i <= n; i++) {
-            if ((p[i] & 0xC0) != 0x80) return -1;
-            cp = cp << 6 | (p[i] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return -1;
-        p += n + 1;
+        /* UTF-8, shortest form, no surrogates, at most U+10FFFF (the
+         * closing quote must still follow). */
+        size_t n = http_utf8_len(p, (size_t)(end - p));
+        if (n == 0 || (size_t)(end - p) <= n) return -1;
+        p += n;
     }
     out->p = (const char *)start;
     out->n = (size_t)(p - start);

@@ -152,4 +152,28 @@ int http_event_check_fast(const http_cschema *cs, const http_pointer *key, const
 
 void http_verdict_release(http_verdict *v);
 
+/* Length of the UTF-8 sequence at p (n bytes available): shortest form, no
+ * surrogates, at most U+10FFFF; 0 when there is none. */
+static inline size_t http_utf8_len(const unsigned char *p, size_t n) {
+    unsigned c = p[0];
+    if (c < 0x80) return 1;
+    size_t len;
+    unsigned min, cp;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2, min = 0x80, cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3, min = 0x800, cp = c & 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
 #endif /* CONNECTD_SOURCE_HTTP_SCHEMA_H */
