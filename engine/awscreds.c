@@ -274,7 +274,14 @@ static void aws_creds__fetch_failed(aws_creds *c, int err, int retriable, const 
     int64_t now = aws_creds__wall_ms();
     char until[32];
     aws_creds__fmt_time(c->expires_ms, until, sizeof(until));
-    if (c->expires_ms && now >= c->expires_ms) {
+    if (!c->access_key) {
+        /* Never had keys: start-up was told; say it once more per outage. */
+        if (!c->expired_reported)
+            LOG_WARN("AWS credentials from %s: still none (%s); calls that need them are retried; "
+                     "fetching again with backoff up to %llu ms",
+                     c->url, msg, (unsigned long long)AWS_CREDS_REFRESH_RETRY_MAX);
+        c->expired_reported = 1;
+    } else if (c->expires_ms && now >= c->expires_ms) {
         if (!c->expired_reported)
             LOG_ERROR("AWS credentials expired at %s and refreshing from %s fails: %s; "
                       "retrying every %llu ms at most",

@@ -574,6 +574,9 @@ static void pl_dlq_done(void *opaque, int status, const char *errmsg, int32_t pa
                         int64_t offset) {
     pl_dlq *d = opaque;
     if (d->detached) {
+        LOG_DEBUG("dead-letter delivery report (%s) after its record was released: "
+                  "only forgotten",
+                  status == 0 ? "stored" : "failed");
         free(d->reason);
         free(d);
         return;

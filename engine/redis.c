@@ -252,8 +252,10 @@ static void redis_on_connect(const redisAsyncContext *ac, int status) {
     c->connected = 1;
     c->failures = 0;
     uv_timer_stop(&c->timer);
-    r->progress_ms = uv_now(r->loop); /* commands waiting for the connect */
-    redis_watchdog_arm(c);
+    if (!c->is_sub) {
+        r->progress_ms = uv_now(r->loop); /* commands waiting for the connect */
+        redis_watchdog_arm(c);
+    }
     if (c->down_logged) {
         LOG_INFO("redis: %s connection to %s:%d restored", c->name, r->host, r->port);
         c->down_logged = 0;

@@ -731,7 +731,7 @@ static void ws_on_data(cd_http_stream *s, const char *data, size_t len, void *op
     /* A client that sends (pings, say) but does not read what it is
      * answered: the answers are bounded like messages are. */
     size_t pending = srv->host->stream_pending(c->stream);
-    if (pending > srv->opts.max_send_queue) {
+    if (c->state == WS_CONN_LIVE && pending > srv->opts.max_send_queue) {
         srv->slow++;
         ws_count(srv, 2, 1);
         srv->host->log(srv->inst, CD_LOG_INFO,

@@ -4,11 +4,13 @@ the Redis registry sink-websocket reads, over real HTTP against the local
 redis-server (REDIS_URL), checked with redis-cli."""
 import hashlib
 import os
+import json
 import socket
 import shutil
+import struct
 import subprocess
-import threading
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -260,10 +262,12 @@ def test_redis_stopped_mid_run_is_503_then_recovers(kafka, engines, tmp_path):
 
 def test_redis_that_stops_answering_is_503_within_the_command_timeout(kafka, engines, tmp_path):
     """A redis-server that keeps the connection but answers nothing (CLIENT
-    PAUSE) used to leave /v1/ws/connect unanswered for as long as it lasted,
-    and a stop waiting for it. The engine's Redis client drops a server that
-    answers nothing for 5 s: the request gets its 503, a stop in the middle
-    finishes, and once Redis answers again so do the routes."""
+    PAUSE) used to leave /v1/ws/connect unanswered for as long as it lasted.
+    The engine's Redis client drops a server that answers nothing for 5 s:
+    the request gets its 503, and once Redis answers again so do the routes.
+    A reload that removes the pipeline while an orphaned request still waits
+    on Redis retires it only once the command is settled (it used to free
+    what the late reply then touched)."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}"
     proc = start_redis(port, tmp_path)
@@ -283,21 +287,30 @@ def test_redis_that_stops_answering_is_503_within_the_command_timeout(kafka, eng
         assert "lost: no answer within 5000 ms" in eng.logs()
         status, _, body = ws(c, "connect", {"connectionId": "back-1", "customerId": cust})
         assert status == 200, body
-        # A stop while a request waits on a paused Redis ends once the client
-        # gives up on it (a second client, on its own connection).
-        raw("CLIENT", "PAUSE", "9000", "ALL", url=url)
-        c2 = Client(source_addr(eng))
-        got = {}
-        t = threading.Thread(target=lambda: got.update(
-            r=ws(c2, "connect", {"connectionId": "stop-1", "customerId": cust},
-                 wait_redis=False)))
-        t.start()
+        # A request whose client reset its connection while Redis is paused,
+        # then a reload that removes the pipeline: the retiring source waits
+        # for the command (bounded by the watchdog) instead of freeing what
+        # the late reply would touch, and the engine goes on.
+        raw("CLIENT", "PAUSE", "8000", "ALL", url=url)
+        body = json.dumps({"connectionId": "rst-1", "customerId": cust}).encode()
+        addr = source_addr(eng)
+        s = socket.create_connection(addr, timeout=10)
+        s.sendall(b"POST /v1/ws/connect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         time.sleep(0.5)
-        t1 = time.time()
-        assert eng.stop(timeout=30) == 0, eng.logs()[-3000:]
-        assert time.time() - t1 < 12
-        t.join(timeout=30)
-        assert got["r"][0] == 503, got
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST: the request is orphaned
+        (eng.dir / "ingest.json").unlink()
+        req = urllib.request.Request(eng.admin_url() + "/reload", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            rep = json.load(r)
+        assert rep["stopped"] == ["ingest"], rep
+        eng.wait_log("[ingest] stopped", timeout=20)
+        time.sleep(8.5 - 0.5 - 1)  # past the pause: a late reply arrives now
+        assert eng.proc.poll() is None, eng.logs()[-3000:]
+        with urllib.request.urlopen(eng.admin_url() + "/healthz", timeout=10) as r:
+            assert r.status == 200
+        assert eng.stop() == 0
         c.close()
     finally:
         proc.kill()
