@@ -494,19 +494,12 @@ static void ws_conn_deliver(ws_conn *c, uint64_t seq, const char *msg, size_t le
     if (c->closing) return;
     if (c->state == WS_CONN_LIVE) {
         if (seq <= c->last_sent) {
-            /* Behind what was sent: a message seen twice, except for 1 after
-             * more, which only a counter that started again (Redis restarted
-             * without its data) hands out.  The socket cannot tell what it
-             * missed: closed with 1012, the client resumes with since and
-             * the hello says where the replay starts. */
-            if (seq == 1 && c->last_sent > 1 && c->srv->use_redis) {
-                c->srv->host->log(c->srv->inst, CD_LOG_INFO,
-                                  "connection %s: seq 1 after %" PRIu64
-                                  ": the customer's counter started again; closing with 1012 "
-                                  "so the client resumes",
-                                  c->id, c->last_sent);
-                ws_conn_close(c, 1012, "message counter restarted: resume with since");
-            }
+            /* Behind what was sent: a message seen twice (two engines'
+             * publishes crossing), or the customer's counter started again
+             * (Redis restarted without its data).  Only the counter tells:
+             * the replay read fetches it, and closes the socket with 1012
+             * when it is below what was sent (ws_on_replay). */
+            if (c->srv->use_redis) ws_conn_fetch_replay(c);
             return;
         }
         if (seq == c->last_sent + 1 || !c->srv->use_redis) {
@@ -601,6 +594,18 @@ static void ws_on_replay(void *opaque, const cd_redis_reply *reply) {
         return;
     }
     uint64_t current = (uint64_t)reply->element[0].integer;
+    if (c->hello_sent && current < c->last_sent) {
+        /* The counter started again: what this socket was sent and what
+         * Redis numbers now no longer line up.  The client resumes with
+         * since, and the hello tells it where the replay starts. */
+        c->srv->host->log(c->srv->inst, CD_LOG_INFO,
+                          "connection %s: the customer's counter is %" PRIu64 ", below the %" PRIu64
+                          " already sent (Redis lost its data): closing with 1012 so the client "
+                          "resumes",
+                          c->id, current, c->last_sent);
+        ws_conn_close(c, 1012, "message counter restarted: resume with since");
+        return;
+    }
     if (c->hello_sent) {
         /* Filling a gap: from the last seq sent. */
         c->has_since = 1;
