@@ -427,6 +427,19 @@ static void ws_conn_drop(ws_conn *c) {
     ws_conn_free_wslay(c);
 }
 
+/* Over max_send_queue_bytes (unsent, or held during a replay): counted,
+ * logged, closed with 1008. */
+static void ws_conn_close_slow(ws_conn *c, size_t unsent) {
+    ws_server *srv = c->srv;
+    srv->slow++;
+    ws_count(srv, 2, 1);
+    srv->host->log(srv->inst, CD_LOG_INFO,
+                   "connection %s (%s): %zu bytes unsent, over max_send_queue_bytes: closing "
+                   "with 1008",
+                   c->id, c->stream ? srv->host->stream_peer(c->stream) : "-", unsent);
+    ws_conn_close(c, 1008, "send queue full");
+}
+
 /* Queues one text message; -1 when the connection is (now) closing.  A
  * bounded send over max_send_queue_bytes closes the socket with 1008; a
  * replay is not bounded that way (it is at most replay_size messages, and a
@@ -436,13 +449,7 @@ static int ws_conn_send(ws_conn *c, const char *msg, size_t len, int bounded) {
     if (c->closing || c->stream == NULL) return -1;
     size_t pending = srv->host->stream_pending(c->stream);
     if (bounded && pending + len > srv->opts.max_send_queue) {
-        srv->slow++;
-        ws_count(srv, 2, 1);
-        srv->host->log(srv->inst, CD_LOG_INFO,
-                       "connection %s (%s): %zu bytes unsent, over max_send_queue_bytes: closing "
-                       "with 1008",
-                       c->id, srv->host->stream_peer(c->stream), pending);
-        ws_conn_close(c, 1008, "send queue full");
+        ws_conn_close_slow(c, pending);
         return -1;
     }
     wslay_event_context_ptr w = ws_conn_wslay(c);
@@ -517,9 +524,7 @@ static void ws_conn_deliver(ws_conn *c, uint64_t seq, const char *msg, size_t le
     }
     /* Replay under way: hold it (bounded like the send queue). */
     if (c->held_bytes + len > c->srv->opts.max_send_queue) {
-        c->srv->slow++;
-        ws_count(c->srv, 2, 1);
-        ws_conn_close(c, 1008, "send queue full");
+        ws_conn_close_slow(c, c->held_bytes);
         return;
     }
     ws_held *h = malloc(sizeof(*h) + len);
@@ -737,13 +742,7 @@ static void ws_on_data(cd_http_stream *s, const char *data, size_t len, void *op
      * answered: the answers are bounded like messages are. */
     size_t pending = srv->host->stream_pending(c->stream);
     if (c->state == WS_CONN_LIVE && pending > srv->opts.max_send_queue) {
-        srv->slow++;
-        ws_count(srv, 2, 1);
-        srv->host->log(srv->inst, CD_LOG_INFO,
-                       "connection %s (%s): %zu bytes unsent while it keeps sending, over "
-                       "max_send_queue_bytes: closing with 1008",
-                       c->id, srv->host->stream_peer(c->stream), pending);
-        ws_conn_close(c, 1008, "send queue full");
+        ws_conn_close_slow(c, pending);
         return;
     }
     wslay_event_context_ptr w = ws_conn_wslay(c);
